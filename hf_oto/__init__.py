@@ -1,0 +1,34 @@
+"""hf_oto: Only-Train-Once structured pruning for Hugging Face Transformers.
+
+Train once with HSPG, drive whole attention heads and FFN neurons to exactly zero, and save a physically
+slimmer model in Hub format.
+"""
+
+from .architectures import SUPPORTED_MODEL_TYPES, ArchitectureSpec, get_spec
+from .errors import OTOLoadError, UnsupportedModelError, ZeroInvarianceError
+from .groups import Group, GroupBlock, GroupSet, ParamSlice, build_groups
+from .hub import load_slim, register_auto_classes
+from .slim import SlimReport, model_shape, slim_model
+
+register_auto_classes()
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SUPPORTED_MODEL_TYPES",
+    "ArchitectureSpec",
+    "Group",
+    "GroupBlock",
+    "GroupSet",
+    "OTOLoadError",
+    "ParamSlice",
+    "SlimReport",
+    "UnsupportedModelError",
+    "ZeroInvarianceError",
+    "build_groups",
+    "get_spec",
+    "load_slim",
+    "model_shape",
+    "register_auto_classes",
+    "slim_model",
+]

@@ -1,0 +1,313 @@
+"""Zero-invariant groups (ZIGs): the partition of a model's parameters that OTO prunes.
+
+A `GroupBlock` is a run of `num_groups` groups that share one layout: group j owns chunk j (of equal
+size) along dimension `dim` of every `ParamSlice` in the block. One layer's attention heads form one
+block, one layer's FFN neurons another. Every operation here (norms, zeroing, scaling) is one reshape
+per slice, vectorized over the groups of a block, never a Python loop over individual groups.
+
+The interface is deliberately plain so that HSPG works on any grouping: build `ParamSlice`s and
+`GroupBlock`s by hand for a custom `nn.Module` or a convex problem, and wrap them in a `GroupSet`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .architectures import ArchitectureSpec, get_spec
+
+ATTENTION = "attention"
+FFN = "ffn"
+STRUCTURES = (ATTENTION, FFN)
+
+
+@dataclass(frozen=True)
+class ParamSlice:
+    """`param` split along `dim` into `num_groups` equal, contiguous chunks, one per group."""
+
+    name: str
+    param: torch.Tensor
+    dim: int
+
+    def grouped_view(self, num_groups: int) -> torch.Tensor:
+        """The parameter viewed with `dim` unflattened into (num_groups, chunk)."""
+        return self.param.unflatten(self.dim, (num_groups, -1))
+
+    def broadcast_shape(self, num_groups: int) -> list[int]:
+        """Shape of a per-group factor that broadcasts against `grouped_view`."""
+        shape = [1] * (self.param.dim() + 1)
+        shape[self.dim] = num_groups
+        return shape
+
+
+@dataclass
+class GroupBlock:
+    """`num_groups` groups of one structure type in one layer (or a user-defined block)."""
+
+    structure: str
+    """``"attention"``, ``"ffn"`` or any user-chosen label."""
+    num_groups: int
+    slices: list[ParamSlice]
+    layer: int | None = None
+    prunable: bool = True
+    unit: str = "group"
+    """What one group is, for messages: ``"head"``, ``"kv group"``, ``"neuron"``."""
+    queries_per_group: int = 1
+    """For GQA attention blocks: query heads sharing each key/value head."""
+
+    def __post_init__(self) -> None:
+        for piece in self.slices:
+            if piece.param.shape[piece.dim] % self.num_groups:
+                raise ValueError(
+                    f"{piece.name}: dimension {piece.dim} of size {piece.param.shape[piece.dim]} cannot be "
+                    f"split into {self.num_groups} equal groups; fix the GroupBlock definition."
+                )
+
+    @property
+    def group_size(self) -> int:
+        """Number of scalar parameters in one group."""
+        return sum(piece.param.numel() for piece in self.slices) // self.num_groups
+
+    def norms_squared(self) -> torch.Tensor:
+        """Squared L2 norm of every group of the block, shape (num_groups,), in float32."""
+        total = None
+        for piece in self.slices:
+            view = piece.grouped_view(self.num_groups).float()
+            other_dims = [d for d in range(view.dim()) if d != piece.dim]
+            part = view.pow(2).sum(dim=other_dims)
+            total = part if total is None else total + part
+        return total
+
+    def scale_(self, factors: torch.Tensor, tensors: Sequence[torch.Tensor] | None = None) -> None:
+        """Multiply group j by `factors[j]`, in place, in every slice (or in `tensors` shaped like them)."""
+        targets = tensors if tensors is not None else [piece.param for piece in self.slices]
+        for piece, target in zip(self.slices, targets, strict=True):
+            view = target.unflatten(piece.dim, (self.num_groups, -1))
+            view.mul_(factors.to(target.dtype).view(piece.broadcast_shape(self.num_groups)))
+
+    def describe(self, index: int) -> str:
+        where = f"layer {self.layer} " if self.layer is not None else ""
+        if self.unit == "kv group":
+            first = index * self.queries_per_group
+            last = first + self.queries_per_group - 1
+            return f"{where}{self.structure} kv group {index} (query heads {first}-{last})"
+        return f"{where}{self.structure} {self.unit} {index}"
+
+
+@dataclass(frozen=True)
+class Group:
+    """One group: a position inside a block. `str()` names its layer, e.g. ``layer 3 attention head 7``."""
+
+    block: GroupBlock
+    index: int
+
+    def __str__(self) -> str:
+        return self.block.describe(self.index)
+
+    @property
+    def slices(self) -> list[tuple[str, torch.Tensor]]:
+        """(parameter name, view of this group's entries) for every slice of the group."""
+        return [
+            (piece.name, piece.grouped_view(self.block.num_groups).select(piece.dim, self.index))
+            for piece in self.block.slices
+        ]
+
+
+@dataclass
+class GroupSet:
+    """All zero-invariant groups of a model, in block order. Index i runs over every group."""
+
+    blocks: list[GroupBlock]
+    spec: ArchitectureSpec | None = None
+    _offsets: list[int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._offsets = [0]
+        for block in self.blocks:
+            self._offsets.append(self._offsets[-1] + block.num_groups)
+
+    def __len__(self) -> int:
+        return self._offsets[-1]
+
+    def __getitem__(self, index: int) -> Group:
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"group index {index} out of range for {len(self)} groups")
+        position = int(torch.searchsorted(torch.tensor(self._offsets), index, right=True)) - 1
+        return Group(self.blocks[position], index - self._offsets[position])
+
+    def __iter__(self):
+        for block in self.blocks:
+            for index in range(block.num_groups):
+                yield Group(block, index)
+
+    def block_ranges(self) -> list[tuple[int, int]]:
+        """(start, end) of each block's groups in the flat group index."""
+        return list(zip(self._offsets[:-1], self._offsets[1:], strict=True))
+
+    def params(self) -> list[torch.Tensor]:
+        """Every grouped parameter tensor, each once."""
+        seen: dict[int, torch.Tensor] = {}
+        for block in self.blocks:
+            for piece in block.slices:
+                seen.setdefault(id(piece.param), piece.param)
+        return list(seen.values())
+
+    @torch.no_grad()
+    def norms(self) -> torch.Tensor:
+        """L2 norm of every group, shape (len(self),), float32."""
+        if not self.blocks:
+            return torch.zeros(0)
+        return torch.cat([block.norms_squared() for block in self.blocks]).sqrt()
+
+    def prunable_mask(self) -> torch.Tensor:
+        """Bool per group: True where the group may be driven to zero."""
+        return torch.cat([torch.full((b.num_groups,), b.prunable, dtype=torch.bool) for b in self.blocks])
+
+    def group_sizes(self) -> torch.Tensor:
+        """Number of scalar parameters in each group, float32."""
+        return torch.cat([torch.full((b.num_groups,), float(b.group_size)) for b in self.blocks])
+
+    def structure_index(self) -> torch.Tensor:
+        """Per group, the position of its block's structure in `self.structures()`."""
+        names = self.structures()
+        return torch.cat([torch.full((b.num_groups,), names.index(b.structure), dtype=torch.long) for b in self.blocks])
+
+    def structures(self) -> list[str]:
+        """Distinct structure labels, in first-seen order."""
+        return list(dict.fromkeys(block.structure for block in self.blocks))
+
+    @torch.no_grad()
+    def zero_(self, indices: Iterable[int] | torch.Tensor) -> None:
+        """Set the given groups to exactly zero, in place."""
+        keep = torch.ones(len(self), dtype=torch.bool)
+        keep[torch.as_tensor(list(indices) if not torch.is_tensor(indices) else indices, dtype=torch.long)] = False
+        self.apply_mask_(keep)
+
+    @torch.no_grad()
+    def apply_mask_(
+        self, keep: torch.Tensor, tensors_per_block: Sequence[Sequence[torch.Tensor]] | None = None
+    ) -> None:
+        """Zero every group whose `keep` entry is False (in the parameters, or in parallel tensors)."""
+        for position, (start, end) in enumerate(self.block_ranges()):
+            block_keep = keep[start:end]
+            if bool(block_keep.all()):
+                continue
+            targets = None if tensors_per_block is None else tensors_per_block[position]
+            self.blocks[position].scale_(block_keep, targets)
+
+    def zero_mask(self) -> torch.Tensor:
+        """Bool per group: True where every entry of the group is exactly zero."""
+        return self.norms() == 0
+
+    def summary(self) -> list[dict]:
+        """Per-layer counts of kept / total groups for each structure."""
+        zero = self.zero_mask()
+        rows: dict[object, dict] = {}
+        for block, (start, end) in zip(self.blocks, self.block_ranges(), strict=True):
+            row = rows.setdefault(block.layer, {"layer": block.layer})
+            kept = int((~zero[start:end]).sum())
+            row[block.structure] = (kept, block.num_groups, block.unit, block.prunable)
+        return list(rows.values())
+
+    def __str__(self) -> str:
+        structures = self.structures()
+        lines = [f"GroupSet: {len(self)} zero-invariant groups" + (f" ({self.spec.name})" if self.spec else "")]
+        header = "  layer | " + " | ".join(f"{s} kept/total" for s in structures)
+        lines.append(header)
+        for row in self.summary():
+            cells = []
+            for structure in structures:
+                if structure not in row:
+                    cells.append("-")
+                    continue
+                kept, total, unit, prunable = row[structure]
+                cells.append(f"{kept}/{total} {unit}s" + ("" if prunable else " (frozen)"))
+            layer = "-" if row["layer"] is None else str(row["layer"])
+            lines.append(f"  {layer:>5} | " + " | ".join(cells))
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
+
+def resolve(module: nn.Module, path: str) -> nn.Module:
+    """`module.a.b.c` for path ``"a.b.c"``."""
+    return module.get_submodule(path)
+
+
+def _linear_slices(module: nn.Module, prefix: str, path: str, dim: int) -> list[ParamSlice]:
+    linear = resolve(module, path)
+    slices = [ParamSlice(f"{prefix}.{path}.weight", linear.weight, dim)]
+    if dim == 0 and linear.bias is not None:
+        slices.append(ParamSlice(f"{prefix}.{path}.bias", linear.bias, 0))
+    return slices
+
+
+def build_groups(
+    model: nn.Module,
+    prune: Sequence[str] = STRUCTURES,
+    unprunable_layers: Iterable[int] = (),
+) -> GroupSet:
+    """Find every zero-invariant group of a supported model.
+
+    Args:
+        model: any `PreTrainedModel` of a supported family, with or without a task head.
+        prune: which structures may be driven to zero: ``"attention"`` (heads / KV groups) and/or ``"ffn"``.
+        unprunable_layers: layer indices whose groups are listed but frozen (never pruned).
+
+    Raises `UnsupportedModelError` for a family without a spec.
+    """
+    spec = get_spec(model)
+    unknown = set(prune) - set(STRUCTURES)
+    if unknown:
+        raise ValueError(f"prune={list(prune)}: unknown structure(s) {sorted(unknown)}; choose from {STRUCTURES}.")
+    config = model.config
+    base = model.base_model
+    name_prefix = f"{model.base_model_prefix}." if base is not model else ""
+    layers = resolve(base, spec.layers)
+    frozen = set(unprunable_layers)
+    bad = sorted(i for i in frozen if not 0 <= i < len(layers))
+    if bad:
+        raise ValueError(
+            f"unprunable_layers {bad} out of range: the model has {len(layers)} layers (0-{len(layers) - 1})."
+        )
+
+    head_dim = spec.head_dim(config)
+    blocks: list[GroupBlock] = []
+    for index, layer in enumerate(layers):
+        layer_prefix = f"{name_prefix}{spec.layers}.{index}"
+        num_kv = resolve(layer, spec.k).out_features // head_dim
+        num_q = resolve(layer, spec.q).out_features // head_dim
+        if num_kv:
+            slices = []
+            for path in (spec.q, spec.k, spec.v):
+                slices += _linear_slices(layer, layer_prefix, path, 0)
+            slices += _linear_slices(layer, layer_prefix, spec.o, 1)
+            per_group = num_q // num_kv
+            blocks.append(
+                GroupBlock(
+                    ATTENTION,
+                    num_kv,
+                    slices,
+                    layer=index,
+                    prunable=ATTENTION in prune and index not in frozen,
+                    unit="head" if per_group == 1 else "kv group",
+                    queries_per_group=per_group,
+                )
+            )
+        width = resolve(layer, spec.ffn_out).in_features
+        if width:
+            slices = []
+            for path in spec.ffn_in:
+                slices += _linear_slices(layer, layer_prefix, path, 0)
+            slices += _linear_slices(layer, layer_prefix, spec.ffn_out, 1)
+            blocks.append(
+                GroupBlock(
+                    FFN, width, slices, layer=index, prunable=FFN in prune and index not in frozen, unit="neuron"
+                )
+            )
+    return GroupSet(blocks, spec=spec)

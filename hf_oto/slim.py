@@ -1,0 +1,270 @@
+"""Physical slimming: remove every all-zero group, account for params and FLOPs, and prove exactness.
+
+`slim_model` builds the slim class of `modeling_oto` from a slim config (meta device, no allocation),
+then assigns it the dense weights with zero groups sliced away. Before returning it checks that the slim
+model's outputs equal the dense group-sparse model's on random inputs, and it records those inputs and
+outputs on the slim model so that `save_pretrained` can check again before writing.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .architectures import ArchitectureSpec, base_model_type, get_spec
+from .configuration_oto import oto_config_class
+from .groups import ATTENTION, FFN, GroupSet, build_groups
+from .modeling_oto import CONFIG_FIELDS, ZeroInvarianceError, max_output_difference, oto_model_class
+
+DEFAULT_VERIFY_TOLERANCE = 1e-5
+
+
+@dataclass
+class ModelShape:
+    """Per-layer structure and cost of one model: what `SlimReport` compares before and after."""
+
+    heads: list[int]
+    kv_heads: list[int]
+    ffn: list[int]
+    params: int
+    non_embedding_params: int
+    flops_per_token: int
+
+
+@dataclass
+class SlimReport:
+    """Dense vs slim accounting, returned by `slim_model`. FLOPs are per token at `seq_len`."""
+
+    seq_len: int
+    dense: ModelShape
+    slim: ModelShape
+    max_abs_diff: float = 0.0
+
+    @property
+    def params_kept_ratio(self) -> float:
+        return self.slim.params / self.dense.params
+
+    @property
+    def non_embedding_params_kept_ratio(self) -> float:
+        return self.slim.non_embedding_params / max(self.dense.non_embedding_params, 1)
+
+    @property
+    def flops_kept_ratio(self) -> float:
+        return self.slim.flops_per_token / self.dense.flops_per_token
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.update(
+            params_kept_ratio=self.params_kept_ratio,
+            non_embedding_params_kept_ratio=self.non_embedding_params_kept_ratio,
+            flops_kept_ratio=self.flops_kept_ratio,
+        )
+        return data
+
+    def __str__(self) -> str:
+        d, s = self.dense, self.slim
+        lines = [
+            f"params            {d.params:>14,} -> {s.params:>14,}  ({self.params_kept_ratio:.1%} kept)",
+            f"non-embedding     {d.non_embedding_params:>14,} -> {s.non_embedding_params:>14,}  "
+            f"({self.non_embedding_params_kept_ratio:.1%} kept)",
+            f"FLOPs/token @{self.seq_len:<4} {d.flops_per_token:>14,} -> {s.flops_per_token:>14,}  "
+            f"({self.flops_kept_ratio:.1%} kept)",
+            "layer | heads kept | kv heads kept | ffn neurons kept",
+        ]
+        for i, row in enumerate(zip(s.heads, d.heads, s.kv_heads, d.kv_heads, s.ffn, d.ffn, strict=True)):
+            lines.append(f"{i:>5} | {row[0]:>4}/{row[1]:<5} | {row[2]:>5}/{row[3]:<7} | {row[4]:>6}/{row[5]}")
+        return "\n".join(lines)
+
+
+def model_shape(model: nn.Module, seq_len: int = 128, spec: ArchitectureSpec | None = None) -> ModelShape:
+    """Heads, KV heads and FFN width per layer, parameter counts, and FLOPs per token at `seq_len`.
+
+    FLOPs count every `nn.Linear` (2·in·out per token, task heads included) plus the attention matmuls
+    (QKᵀ and AV: 4·seq_len·heads·head_dim per token per layer). Embedding lookups and norms are not counted.
+    """
+    spec = spec or get_spec(model)
+    head_dim = spec.head_dim(model.config)
+    layers = model.base_model.get_submodule(spec.layers)
+    heads = [layer.get_submodule(spec.q).out_features // head_dim for layer in layers]
+    kv_heads = [layer.get_submodule(spec.k).out_features // head_dim for layer in layers]
+    ffn = [layer.get_submodule(spec.ffn_out).in_features for layer in layers]
+    params = sum(p.numel() for p in model.parameters())
+    embedding = sum(p.numel() for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters(False))
+    linear = sum(2 * m.in_features * m.out_features for m in model.modules() if isinstance(m, nn.Linear))
+    attention = sum(4 * seq_len * h * head_dim for h in heads)
+    return ModelShape(heads, kv_heads, ffn, params, params - embedding, linear + attention)
+
+
+def reference_inputs(model: nn.Module, batch: int = 2, seq_len: int = 16, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Seeded random inputs for the zero-invariance check (token ids with padding, or pixels)."""
+    generator = torch.Generator().manual_seed(seed)
+    config = model.config
+    parameter = next(model.parameters())
+    if getattr(model, "main_input_name", "input_ids") == "pixel_values":
+        size = config.image_size
+        pixels = torch.randn(batch, config.num_channels, size, size, generator=generator)
+        return {"pixel_values": pixels.to(parameter.device, parameter.dtype)}
+    seq_len = min(seq_len, getattr(config, "max_position_embeddings", seq_len))
+    input_ids = torch.randint(0, config.vocab_size, (batch, seq_len), generator=generator)
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[-1, seq_len - seq_len // 4 :] = 0
+    return {"input_ids": input_ids.to(parameter.device), "attention_mask": attention_mask.to(parameter.device)}
+
+
+def default_tolerance(model: nn.Module) -> float:
+    """1e-5 in float32; half-precision models compare at a tolerance suited to their precision."""
+    dtype = next(model.parameters()).dtype
+    return DEFAULT_VERIFY_TOLERANCE if dtype in (torch.float32, torch.float64) else 5e-2
+
+
+def _run(model: nn.Module, inputs: dict[str, torch.Tensor]):
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return model(**inputs)
+    finally:
+        model.train(was_training)
+
+
+def _kept_indices(groups: GroupSet, num_layers: int) -> tuple[list[torch.Tensor], list[torch.Tensor], list[int]]:
+    """Per layer: kept KV-group indices, kept FFN neuron indices, and query heads per KV group."""
+    zero = groups.zero_mask()
+    kept_kv = [torch.zeros(0, dtype=torch.long) for _ in range(num_layers)]
+    kept_ffn = [torch.zeros(0, dtype=torch.long) for _ in range(num_layers)]
+    per_group = [1] * num_layers
+    for block, (start, end) in zip(groups.blocks, groups.block_ranges(), strict=True):
+        kept = torch.nonzero(~zero[start:end]).flatten()
+        if block.structure == ATTENTION:
+            kept_kv[block.layer] = kept
+            per_group[block.layer] = block.queries_per_group
+        elif block.structure == FFN:
+            kept_ffn[block.layer] = kept
+    return kept_kv, kept_ffn, per_group
+
+
+def _rows(kept: torch.Tensor, width: int) -> torch.Tensor:
+    """Row indices of the kept chunks, each `width` rows wide."""
+    return (kept[:, None] * width + torch.arange(width)).flatten()
+
+
+def _slice_layer_state(
+    state: dict, prefix: str, spec: ArchitectureSpec, head_dim: int, kept_kv, per_group, kept_ffn
+) -> set[str]:
+    """Slice one layer's projections in `state` (in place) down to the kept heads and neurons.
+
+    Returns the keys it replaced (with new, sliced tensors)."""
+    replaced = set()
+    kv_rows = _rows(kept_kv, head_dim)
+    q_rows = _rows(_rows(kept_kv, per_group), head_dim)
+    rows_by_path = {spec.q: q_rows, spec.k: kv_rows, spec.v: kv_rows, **{p: kept_ffn for p in spec.ffn_in}}
+    for path, rows in rows_by_path.items():
+        for leaf in ("weight", "bias"):
+            key = f"{prefix}.{path}.{leaf}"
+            if key in state:
+                state[key] = state[key].index_select(0, rows.to(state[key].device))
+                replaced.add(key)
+    for path, columns in ((spec.o, q_rows), (spec.ffn_out, kept_ffn)):
+        key = f"{prefix}.{path}.weight"
+        state[key] = state[key].index_select(1, columns.to(state[key].device))
+        replaced.add(key)
+    return replaced
+
+
+def slim_config_for(model: nn.Module, spec: ArchitectureSpec, heads, kv_heads, ffn, settings: dict | None = None):
+    """The slim config: the dense config's fields unchanged plus the per-layer counts and layout."""
+    values = model.config.to_dict()
+    for key in ("model_type", "architectures", "auto_map", "transformers_version", *CONFIG_FIELDS):
+        values.pop(key, None)
+    config_class = oto_config_class(type(model.config))
+    config = config_class(
+        **values,
+        oto_num_attention_heads=list(heads),
+        oto_num_key_value_heads=list(kv_heads),
+        oto_intermediate_sizes=list(ffn),
+        oto_layout=spec.layout(model.config),
+        oto_base_model_type=base_model_type(model.config),
+        oto_settings=dict(settings or getattr(model.config, "oto_settings", None) or {}),
+    )
+    config._attn_implementation = model.config._attn_implementation
+    config.architectures = [oto_model_class(type(model)).__name__]
+    return config
+
+
+def slim_model(
+    model: nn.Module,
+    groups: GroupSet | None = None,
+    *,
+    seq_len: int = 128,
+    verify: bool = True,
+    atol: float | None = None,
+    settings: dict | None = None,
+) -> tuple[nn.Module, SlimReport]:
+    """A physically smaller copy of `model` with every all-zero group removed, and its `SlimReport`.
+
+    Args:
+        model: a supported model whose pruned groups are exactly zero. It is not modified.
+        groups: its `GroupSet` (built with `build_groups(model)` when omitted).
+        seq_len: sequence length at which FLOPs per token are reported.
+        verify: compare outputs of the slim and dense models on random inputs; raise
+            `ZeroInvarianceError` if they differ by more than `atol`.
+        atol: tolerance of that check (1e-5 for float32 models).
+        settings: OTO hyperparameters recorded in the slim config (for model cards and `hf-oto inspect`).
+    """
+    spec = get_spec(model)
+    groups = groups if groups is not None else build_groups(model)
+    head_dim = spec.head_dim(model.config)
+    layers = model.base_model.get_submodule(spec.layers)
+    kept_kv, kept_ffn, per_group = _kept_indices(groups, len(layers))
+
+    name_prefix = f"{model.base_model_prefix}." if model.base_model is not model else ""
+    state = dict(model.state_dict())
+    sliced: set[str] = set()
+    for index in range(len(layers)):
+        prefix = f"{name_prefix}{spec.layers}.{index}"
+        sliced |= _slice_layer_state(state, prefix, spec, head_dim, kept_kv[index], per_group[index], kept_ffn[index])
+    state = {key: (value if key in sliced else value.clone()) for key, value in state.items()}
+
+    heads = [len(k) * g for k, g in zip(kept_kv, per_group, strict=True)]
+    config = slim_config_for(model, spec, heads, [len(k) for k in kept_kv], [len(k) for k in kept_ffn], settings)
+    with torch.device("meta"):
+        slim = oto_model_class(type(model))(config)
+    slim.load_state_dict(state, strict=True, assign=True)
+    for name, buffer in model.named_buffers():
+        if name not in state:
+            owner, _, leaf = name.rpartition(".")
+            slim.get_submodule(owner)._buffers[leaf] = buffer.clone()
+    slim.tie_weights()
+    if getattr(model, "generation_config", None) is not None:
+        slim.generation_config = copy.deepcopy(model.generation_config)
+    on_meta = [n for n, t in [*slim.named_parameters(), *slim.named_buffers()] if t.is_meta]
+    if on_meta:
+        raise RuntimeError(f"slim_model left tensors unassigned: {on_meta[:5]}; this is a bug in hf_oto.")
+    slim.train(model.training)
+
+    report = SlimReport(seq_len, model_shape(model, seq_len, spec), model_shape(slim, seq_len, spec))
+    if verify:
+        atol = default_tolerance(model) if atol is None else atol
+        inputs = reference_inputs(model)
+        expected = _run(model, inputs)
+        report.max_abs_diff = max_output_difference(expected, _run(slim, inputs))
+        if not report.max_abs_diff <= atol:
+            raise ZeroInvarianceError(
+                f"slimming changed the outputs by {report.max_abs_diff:.3g} (tolerance {atol:.1g}). A group of "
+                f"{type(model).__name__} that looked zero is not zero-invariant; please report this bug."
+            )
+        slim._oto_reference = {"inputs": inputs, "outputs": expected, "atol": atol}
+    slim.config.oto_report = {
+        "seq_len": seq_len,
+        "params": [report.dense.params, report.slim.params],
+        "non_embedding_params": [report.dense.non_embedding_params, report.slim.non_embedding_params],
+        "flops_per_token": [report.dense.flops_per_token, report.slim.flops_per_token],
+        "dense_heads": report.dense.heads,
+        "dense_kv_heads": report.dense.kv_heads,
+        "dense_ffn": report.dense.ffn,
+    }
+    return slim, report
