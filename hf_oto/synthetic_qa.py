@@ -1,0 +1,242 @@
+"""A seeded, self-generated SQuAD v1.1-format question-answering set, and a WordPiece tokenizer built from it.
+
+`hf-oto demo` needs a reading-comprehension task that runs offline and trains in minutes on a CPU. Each
+paragraph introduces several people, each with a birthplace, a birth year and a job, in sentences whose
+templates and order vary; the people, places, years and jobs are drawn at random, and every paragraph holds
+distractors of every kind. A question asks about one fact of one person ("Where was Mara Lindqvist born?")
+or the reverse ("Who works as a pilot?"). To answer, a model must find the sentence about the entity named
+in the question and pick the right slot in it: no position, template or word gives the answer away.
+
+The output is the nested SQuAD v1.1 JSON (``{"version", "data": [{"title", "paragraphs": [{"context",
+"qas": [{"id", "question", "answers": [{"text", "answer_start"}]}]}]}]}``), so the same code reads it and
+real SQuAD files. The same seed gives the same dataset, byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections.abc import Iterable
+from typing import Any
+
+
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(text.split())
+
+
+FIRST_NAMES = _words(
+    "Ada Alma Amir Anika Arlo Aurora Bastian Beatrix Bruno Calla Cyrus Dalia Dario Edith Elio Emeric Esme Ezra "
+    "Farah Felix Freya Gideon Greta Hana Hugo Ilse Imre Ines Ivo Jana Jonas Juno Kai Kasimir Lena Leon Lior "
+    "Livia Lucan Mara Marek Mila Milo Nadia Nils Noor Olek Oona Orin Petra Pim Quinn Rafa Rhea Rosa Rune Sabine "
+    "Silas Soren Talia Teo Thea Tomas Una Uri Vera Viggo Wren Xavi Yara Yusuf Zara Zeno"
+)
+LAST_NAMES = _words(
+    "Abara Albrecht Andersen Baptiste Barros Becker Bianchi Brandt Castell Costa Dahl Delacroix Duarte Eklund "
+    "Falk Ferreira Fontaine Garrido Hallberg Haas Ibsen Ivanova Jansen Kader Keller Kowalski Laine Lindqvist "
+    "Lorenz Maalouf Moreau Nakamura Novak Okafor Olsen Pereira Quist Rahman Rossi Sandoval Schmidt Silva Tanaka "
+    "Toivonen Urbina Valdez Varga Weber Wolff Yilmaz Zeller Zoric"
+)
+CITIES = _words(
+    "Lisbon Oslo Cairo Lima Quito Dakar Hanoi Perth Riga Tallinn Vienna Zagreb Bergen Cork Delft Essen Fresno Galway "
+    "Harare Izmir Jaipur Kyoto Leeds Malmo Nantes Odessa Porto Reno Seville Tampere Utrecht Valencia Windhoek "
+    "Yerevan Zurich Antwerp Bremen Calgary Dresden Geneva Lagos Madrid Nairobi Osaka Prague Santiago Tunis Warsaw"
+)
+JOBS = _words(
+    "baker pilot nurse carpenter chemist librarian surgeon architect farmer journalist plumber teacher painter "
+    "sailor dentist electrician firefighter gardener jeweler lawyer mechanic musician optician pharmacist "
+    "photographer potter tailor translator veterinarian welder"
+)
+
+_ARTICLE_TOPICS = ("Town records", "Family history", "Local archive", "Parish register", "Oral history", "Census notes")
+_FILLERS = (
+    "The records were collected over many years.",
+    "Several of them knew each other well.",
+    "Some details were confirmed by their relatives.",
+    "This account was written down by a local historian.",
+    "Not everyone in the town agreed on every detail.",
+)
+
+# Sentence templates about one person: {name} {city} {year} {job}, each slot used exactly once ({a} is a/an).
+_TEMPLATES = (
+    "{name} was born in {city} in {year} and works as {a} {job}.",
+    "{name}, {a} {job}, was born in {year} in {city}.",
+    "Born in {city} in {year}, {name} later became {a} {job}.",
+    "In {year}, {name} was born in {city}; today {name_again} works as {a} {job}.",
+    "The {job} {name} was born in {city} in the year {year}.",
+    "{name} works as {a} {job} and was born in {city} in {year}.",
+)
+
+# Questions: (slot asked, template). The {key} slot in the template names the person or fact asked about.
+_QUESTIONS = {
+    "city": ("Where was {name} born?", "In which city was {name} born?", "What is the birthplace of {name}?"),
+    "year": ("In what year was {name} born?", "When was {name} born?", "What year was {name} born in?"),
+    "job": ("What does {name} do for a living?", "What is the job of {name}?", "What does {name} work as?"),
+    "name_by_job": ("Who works as {a} {job}?", "Which person is {a} {job}?"),
+    "name_by_city": ("Who was born in {city}?", "Which person was born in {city}?"),
+}
+
+
+def _indefinite_article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
+def _person_sentence(rng: random.Random, person: dict[str, str], offset: int) -> tuple[str, dict[str, int]]:
+    """One sentence about `person` and the character offset (in the paragraph) of each of its slots."""
+    template = rng.choice(_TEMPLATES)
+    values = {**person, "name_again": person["name"].split()[0], "a": _indefinite_article(person["job"])}
+    text, spans, position = "", {}, 0
+    while position < len(template):
+        start = template.find("{", position)
+        if start < 0:
+            text += template[position:]
+            break
+        text += template[position:start]
+        end = template.index("}", start)
+        key = template[start + 1 : end]
+        if key in person and key not in spans:
+            spans[key] = offset + len(text)
+        text += values[key]
+        position = end + 1
+    if text[0].islower():
+        text = text[0].upper() + text[1:]
+    return text, spans
+
+
+def _paragraph(rng: random.Random, num_people: int, questions_per_paragraph: int, id_prefix: str) -> dict[str, Any]:
+    """A paragraph of `num_people` people with distinct names, cities, years and jobs, and its questions."""
+    first_names = rng.sample(FIRST_NAMES, num_people)
+    last_names = [rng.choice(LAST_NAMES) for _ in range(num_people)]
+    cities = rng.sample(CITIES, num_people)
+    years = [str(y) for y in rng.sample(range(1890, 2015), num_people)]
+    jobs = rng.sample(JOBS, num_people)
+    people = [
+        {"name": f"{f} {last}", "city": c, "year": y, "job": j}
+        for f, last, c, y, j in zip(first_names, last_names, cities, years, jobs)
+    ]
+    sentences, spans = [], []
+    offset = 0
+    filler_at = rng.randrange(num_people + 1) if rng.random() < 0.5 else -1
+    for index, person in enumerate(people + [None]):
+        if index == filler_at:
+            sentences.append(rng.choice(_FILLERS))
+            offset += len(sentences[-1]) + 1
+        if person is None:
+            break
+        sentence, person_spans = _person_sentence(rng, person, offset)
+        sentences.append(sentence)
+        spans.append(person_spans)
+        offset += len(sentence) + 1
+    context = " ".join(sentences)
+
+    candidates = [(p, kind) for p in range(num_people) for kind in _QUESTIONS]
+    qas = []
+    for number, (p, kind) in enumerate(rng.sample(candidates, min(questions_per_paragraph, len(candidates)))):
+        person, person_spans = people[p], spans[p]
+        question = rng.choice(_QUESTIONS[kind]).format(**person, a=_indefinite_article(person["job"]))
+        slot = "name" if kind.startswith("name_by") else kind
+        answer, start = person[slot], person_spans[slot]
+        assert context[start : start + len(answer)] == answer, "answer offset out of sync with the context"
+        qas.append(
+            {"id": f"{id_prefix}-{number}", "question": question, "answers": [{"text": answer, "answer_start": start}]}
+        )
+    return {"context": context, "qas": qas}
+
+
+def generate_squad(
+    num_paragraphs: int = 1000,
+    *,
+    seed: int = 0,
+    people_per_paragraph: tuple[int, int] = (3, 5),
+    questions_per_paragraph: int = 4,
+    paragraphs_per_article: int = 20,
+) -> dict[str, Any]:
+    """A SQuAD v1.1-format dataset of `num_paragraphs` generated paragraphs (deterministic in `seed`).
+
+    Args:
+        num_paragraphs: paragraphs to generate; each holds `questions_per_paragraph` questions.
+        seed: the only source of randomness; the same arguments give the same dataset.
+        people_per_paragraph: inclusive range of people per paragraph (every one a distractor for the others).
+        questions_per_paragraph: questions asked per paragraph, about distinct (person, question kind) pairs.
+        paragraphs_per_article: paragraphs grouped under one article title.
+    """
+    low, high = people_per_paragraph
+    if not 1 <= low <= high <= min(len(CITIES), len(JOBS), len(FIRST_NAMES)):
+        raise ValueError(
+            f"people_per_paragraph must be an increasing pair of positive counts, got {people_per_paragraph}"
+        )
+    rng = random.Random(seed)
+    articles: list[dict[str, Any]] = []
+    for index in range(num_paragraphs):
+        if index % paragraphs_per_article == 0:
+            title = f"{rng.choice(_ARTICLE_TOPICS)} {len(articles) + 1}"
+            articles.append({"title": title, "paragraphs": []})
+        paragraph = _paragraph(rng, rng.randint(low, high), questions_per_paragraph, f"s{seed}-p{index}")
+        articles[-1]["paragraphs"].append(paragraph)
+    return {"version": "1.1", "data": articles}
+
+
+def write_squad_splits(
+    directory: str | os.PathLike,
+    *,
+    train_paragraphs: int = 1000,
+    validation_paragraphs: int = 100,
+    seed: int = 0,
+    **kwargs: Any,
+) -> tuple[str, str]:
+    """Write ``train.json`` and ``validation.json`` (different seeds, so no paragraph is shared). Returns the paths."""
+    os.makedirs(directory, exist_ok=True)
+    paths = []
+    for name, count, split_seed in (("train", train_paragraphs, seed), ("validation", validation_paragraphs, seed + 1)):
+        path = os.path.join(os.fspath(directory), f"{name}.json")
+        with open(path, "w") as handle:
+            json.dump(generate_squad(count, seed=split_seed, **kwargs), handle)
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+def squad_texts(squad: dict[str, Any]) -> Iterable[str]:
+    """Every context and question of a SQuAD-format dict, e.g. to train a tokenizer on."""
+    for article in squad["data"]:
+        for paragraph in article["paragraphs"]:
+            yield paragraph["context"]
+            for qa in paragraph["qas"]:
+                yield qa["question"]
+
+
+def build_wordpiece_tokenizer(texts: Iterable[str], vocab_size: int = 2000, *, lowercase: bool = True):
+    """A BERT-style WordPiece tokenizer trained offline on `texts`, as a transformers fast tokenizer.
+
+    It has BERT's special tokens ([PAD] [UNK] [CLS] [SEP] [MASK]), normalization and pair template
+    (``[CLS] A [SEP] B [SEP]`` with token type ids 0/1), so `pipeline("question-answering")`, offset mappings
+    and `save_pretrained` work as with a stock BERT tokenizer.
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=special, show_progress=False)
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    tokenizer.decoder = decoders.WordPiece(prefix="##")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        unk_token="[UNK]",
+        sep_token="[SEP]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        mask_token="[MASK]",
+        model_input_names=["input_ids", "token_type_ids", "attention_mask"],
+        do_lower_case=lowercase,
+    )
+
+
+__all__ = ["build_wordpiece_tokenizer", "generate_squad", "squad_texts", "write_squad_splits"]
