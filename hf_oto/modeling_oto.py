@@ -25,7 +25,15 @@ from torch import nn
 
 from .configuration_oto import OTO_PREFIX, oto_config_class
 
-CONFIG_FIELDS = ("oto_num_attention_heads", "oto_num_key_value_heads", "oto_intermediate_sizes", "oto_layout")
+CONFIG_FIELDS = (
+    "oto_num_attention_heads",
+    "oto_num_key_value_heads",
+    "oto_intermediate_sizes",
+    "oto_layout",
+    "oto_base_model_type",
+    "oto_settings",
+    "oto_report",
+)
 
 
 class EmptyAttention(nn.Module):
@@ -184,22 +192,19 @@ class OTOSlimMixin:
                 "Load the folder as saved, or rebuild it with hf_oto.slim_model."
             )
         want_info = kwargs.pop("output_loading_info", False)
-        try:
-            model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
-        except RuntimeError as error:
-            raise OTOLoadError(f"the saved weights do not match the slim config: {error}") from error
-        layers_prefix = f"{model.base_model_prefix}.{model.config.oto_layout['layers']}."
-        missing = sorted(k for k in info.get("missing_keys", ()) if layers_prefix in f"{model.base_model_prefix}.{k}")
+        # Load with mismatches allowed only to *collect* them: any mismatch raises below, and the partly
+        # re-initialized model is discarded.
+        model, info = super().from_pretrained(*args, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs)
+        layers_path = f"{model.config.oto_layout['layers']}."
+        missing = sorted(key for key in info.get("missing_keys", ()) if layers_path in key)
         mismatched = sorted(info.get("mismatched_keys", ()))
         if mismatched or missing:
-            details = [
-                f"{key}: checkpoint {tuple(saved)} vs config {tuple(expected)}" for key, saved, expected in mismatched
-            ]
-            details += [f"{key}: missing from the checkpoint" for key in missing]
+            details = [f"{key} (checkpoint {tuple(saved)}, config expects {tuple(expected)})" for key, saved, expected in mismatched]
+            details += [f"{key} (missing from the checkpoint)" for key in missing]
             raise OTOLoadError(
-                "the saved weights do not match the slim config (per-layer heads / FFN widths): "
+                "the saved weights do not match the slim config's per-layer heads / FFN widths: "
                 + "; ".join(details)
-                + ". The folder is corrupt or its config.json belongs to other weights; re-save it with hf_oto."
+                + ". The folder is corrupt, or its config.json belongs to other weights; re-save it with hf_oto."
             )
         return (model, info) if want_info else model
 

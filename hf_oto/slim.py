@@ -109,9 +109,13 @@ def reference_inputs(model: nn.Module, batch: int = 2, seq_len: int = 16, seed: 
         pixels = torch.randn(batch, config.num_channels, size, size, generator=generator)
         return {"pixel_values": pixels.to(parameter.device, parameter.dtype)}
     seq_len = min(seq_len, getattr(config, "max_position_embeddings", seq_len))
+    if getattr(config, "pad_token_id", None) is None and type(model).__name__.endswith("ForSequenceClassification"):
+        batch = 1  # decoder classifiers refuse batches without a pad token
     input_ids = torch.randint(0, config.vocab_size, (batch, seq_len), generator=generator)
     attention_mask = torch.ones_like(input_ids)
     attention_mask[-1, seq_len - seq_len // 4 :] = 0
+    if type(model).__name__.endswith("ForMultipleChoice"):  # (batch, choices, seq_len)
+        input_ids, attention_mask = input_ids.unsqueeze(1).repeat(1, 2, 1), attention_mask.unsqueeze(1).repeat(1, 2, 1)
     return {"input_ids": input_ids.to(parameter.device), "attention_mask": attention_mask.to(parameter.device)}
 
 

@@ -5,7 +5,7 @@ from .spec import ArchitectureSpec
 VIT = ArchitectureSpec(
     name="vit",
     model_types=("vit",),
-    layers="encoder.layer",
+    layers="layers",
     attention_module="attention",
     q="attention.q_proj",
     k="attention.k_proj",

@@ -1,0 +1,66 @@
+"""Shared fixtures: tiny models of every supported family, built from configs (no downloads)."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import transformers  # noqa: E402
+
+TINY = dict(vocab_size=97, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=24,
+            max_position_embeddings=64)
+
+# model_type -> (config class, extra kwargs)
+TINY_CONFIGS = {
+    "bert": (transformers.BertConfig, {}),
+    "roberta": (transformers.RobertaConfig, {"pad_token_id": 1}),
+    "electra": (transformers.ElectraConfig, {"embedding_size": 16}),
+    "xlm-roberta": (transformers.XLMRobertaConfig, {"pad_token_id": 1}),
+    "distilbert": (transformers.DistilBertConfig, {}),
+    "llama": (transformers.LlamaConfig, {"num_key_value_heads": 2}),
+    "mistral": (transformers.MistralConfig, {"num_key_value_heads": 2}),
+    "qwen2": (transformers.Qwen2Config, {"num_key_value_heads": 2}),
+    "vit": (transformers.ViTConfig, {"image_size": 8, "patch_size": 4}),
+}
+DISTILBERT_NAMES = {"hidden_size": "dim", "num_hidden_layers": "n_layers", "num_attention_heads": "n_heads",
+                    "intermediate_size": "hidden_dim"}
+
+
+def tiny_config(model_type: str, attn_implementation: str = "eager", **overrides):
+    config_class, extra = TINY_CONFIGS[model_type]
+    values = {**TINY, **extra, **overrides}
+    if model_type == "distilbert":
+        values = {DISTILBERT_NAMES.get(k, k): v for k, v in values.items()}
+    if model_type == "vit":
+        values.pop("vocab_size"), values.pop("max_position_embeddings")
+    config = config_class(**values)
+    config._attn_implementation = attn_implementation
+    return config
+
+
+def tiny_model(model_type: str, model_class=None, attn_implementation: str = "eager", seed: int = 0, **overrides):
+    """A randomly initialized tiny model in eval mode; `model_class` defaults to the base model."""
+    torch.manual_seed(seed)
+    config = tiny_config(model_type, attn_implementation, **overrides)
+    if model_class is None:
+        model_class = transformers.AutoModel._model_mapping[type(config)]
+    model = model_class(config).eval()
+    with torch.no_grad():  # non-trivial biases so that bias-only paths are exercised
+        for name, parameter in model.named_parameters():
+            if name.endswith("bias"):
+                parameter.normal_(0, 0.1)
+    return model
+
+
+@pytest.fixture
+def tiny_tokenizer(tmp_path):
+    """A BERT WordPiece tokenizer over a small vocabulary, written to a temp folder (offline)."""
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    words += "the a of in is was who where what when born lives paris rome alice bob city year works as baker".split()
+    words += list("abcdefghijklmnopqrstuvwxyz0123456789.,?")
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(words) + "\n")
+    tokenizer = transformers.BertTokenizerFast(vocab_file=str(vocab))
+    return tokenizer

@@ -1,0 +1,95 @@
+"""The generated QA set (deterministic, answers are real spans, questions need the context) and its tokenizer."""
+
+import collections
+import json
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+import torch
+import transformers
+
+from hf_oto.synthetic_qa import CITIES, JOBS, build_wordpiece_tokenizer, generate_squad, squad_texts, write_squad_splits
+
+
+def _questions(squad):
+    for article in squad["data"]:
+        for paragraph in article["paragraphs"]:
+            for qa in paragraph["qas"]:
+                yield paragraph["context"], qa
+
+
+def test_same_seed_same_bytes_other_seed_differs(tmp_path):
+    a, b = generate_squad(30, seed=7), generate_squad(30, seed=7)
+    assert json.dumps(a) == json.dumps(b)
+    assert json.dumps(a) != json.dumps(generate_squad(30, seed=8))
+    train, validation = write_squad_splits(tmp_path, train_paragraphs=5, validation_paragraphs=3)
+    train_contexts = {c for c, _ in _questions(json.load(open(train)))}
+    assert not train_contexts & {c for c, _ in _questions(json.load(open(validation)))}
+
+
+def test_squad_v1_structure_and_answer_spans():
+    squad = generate_squad(200, seed=1)
+    assert squad["version"] == "1.1"
+    ids = set()
+    for context, qa in _questions(squad):
+        assert set(qa) == {"id", "question", "answers"}
+        answer = qa["answers"][0]
+        assert context[answer["answer_start"] : answer["answer_start"] + len(answer["text"])] == answer["text"]
+        assert qa["id"] not in ids
+        ids.add(qa["id"])
+    assert len(ids) == 800
+
+
+def test_questions_need_the_context():
+    squad = generate_squad(300, seed=2)
+    relative_positions, first_word, answers = [], 0, collections.Counter()
+    for context, qa in _questions(squad):
+        answer = qa["answers"][0]
+        # every answer has same-kind distractors in its paragraph
+        if answer["text"] in CITIES:
+            assert sum(city in context.split(" ") or f"{city}." in context or f"{city}," in context
+                       for city in CITIES) >= 3
+        elif answer["text"] in JOBS:
+            assert sum(f" {job}" in context for job in JOBS) >= 3
+        relative_positions.append(answer["answer_start"] / len(context))
+        first_word += answer["answer_start"] == 0
+        answers[answer["text"]] += 1
+    total = len(relative_positions)
+    assert first_word / total < 0.2  # answers are not "the first word"
+    for low in (0.0, 0.25, 0.5, 0.75):  # answers are spread over the whole paragraph
+        share = sum(low <= r < low + 0.25 for r in relative_positions) / total
+        assert 0.1 < share < 0.4
+    assert answers.most_common(1)[0][1] / total < 0.05  # no answer string dominates
+    kinds = collections.Counter(qa["question"].split()[0] for _, qa in _questions(squad))
+    assert {"Who", "Where", "What", "When", "In", "Which"} <= set(kinds)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="people_per_paragraph"):
+        generate_squad(2, people_per_paragraph=(4, 2))
+
+
+def test_tokenizer_is_bert_style_and_drives_a_qa_pipeline(tmp_path):
+    squad = generate_squad(40, seed=0)
+    tokenizer = build_wordpiece_tokenizer(squad_texts(squad), vocab_size=500)
+    encoded = tokenizer("Who is a pilot?", "Ada Moreau is a pilot.")
+    tokens = tokenizer.convert_ids_to_tokens(encoded["input_ids"])
+    assert tokens[0] == "[CLS]" and tokens.count("[SEP]") == 2 and tokens[-1] == "[SEP]"
+    assert encoded["token_type_ids"][-1] == 1 and encoded["token_type_ids"][0] == 0
+    assert {"[PAD]", "[UNK]", "[MASK]"} <= set(tokenizer.get_vocab())
+    assert tokenizer.decode(tokenizer("Lisbon in 1954")["input_ids"], skip_special_tokens=True) == "lisbon in 1954"
+
+    tokenizer.save_pretrained(tmp_path)
+    reloaded = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    assert reloaded("Who is a pilot?")["input_ids"] == tokenizer("Who is a pilot?")["input_ids"]
+
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1,
+                                     num_attention_heads=2, intermediate_size=32, max_position_embeddings=128)
+    model = transformers.BertForQuestionAnswering(config).eval()
+    qa = transformers.pipeline("question-answering", model=model, tokenizer=reloaded)
+    context = "Ada Moreau was born in Lisbon in 1954 and works as a baker."
+    result = qa(question="Where was Ada Moreau born?", context=context)
+    assert context[result["start"] : result["end"]] == result["answer"]
