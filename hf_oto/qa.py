@@ -199,8 +199,8 @@ def postprocess_qa_predictions(
         ``{id: answer text}``, or ``(that, {id: [candidates]})`` with `return_nbest`.
     """
     start_logits, end_logits = np.asarray(start_logits), np.asarray(end_logits)
-    if len(features) != len(start_logits):
-        raise ValueError(f"got {len(start_logits)} logit rows for {len(features)} features")
+    if len(features["example_id"]) != len(start_logits):
+        raise ValueError(f"got {len(start_logits)} logit rows for {len(features['example_id'])} features")
     features_per_example = collections.defaultdict(list)
     for index, example_id in enumerate(features["example_id"]):
         features_per_example[example_id].append(index)
@@ -271,6 +271,58 @@ def predict_logits(model, features, batch_size: int = 64) -> tuple[np.ndarray, n
     return np.concatenate(starts), np.concatenate(ends)
 
 
+@torch.no_grad()
+def answer_question(
+    model,
+    tokenizer,
+    question: str,
+    context: str,
+    *,
+    max_seq_length: int = 384,
+    doc_stride: int = 128,
+    n_best_size: int = 20,
+    max_answer_length: int = 30,
+) -> dict[str, Any]:
+    """Answer one question from one context: ``{"answer", "score", "start", "end"}`` (character offsets).
+
+    transformers 5 removed ``pipeline("question-answering")``; this is its extractive recipe in one call,
+    with the same windowing and decoding as the evaluation above, for any ``*ForQuestionAnswering`` model.
+    """
+    examples = {"id": ["q"], "question": [question], "context": [context]}
+    features = prepare_eval_features(examples, tokenizer, max_seq_length, doc_stride, pad_to_max_length=False)
+    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in features]
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        starts, ends = [], []
+        for i in range(len(features["input_ids"])):
+            output = model(**{n: torch.tensor([features[n][i]], device=device) for n in names})
+            starts.append(output.start_logits[0].float().cpu().numpy())
+            ends.append(output.end_logits[0].float().cpu().numpy())
+    finally:
+        model.train(was_training)
+    width = max(len(row) for row in starts)
+    start_logits = np.stack([np.pad(r, (0, width - len(r)), constant_values=-1e4) for r in starts])
+    end_logits = np.stack([np.pad(r, (0, width - len(r)), constant_values=-1e4) for r in ends])
+    _, nbest = postprocess_qa_predictions(
+        [{"id": "q", "context": context}],
+        features,
+        start_logits,
+        end_logits,
+        n_best_size=n_best_size,
+        max_answer_length=max_answer_length,
+        return_nbest=True,
+    )
+    best = nbest["q"][0]
+    return {
+        "answer": best["text"],
+        "score": best["probability"],
+        "start": best["offsets"][0],
+        "end": best["offsets"][1],
+    }
+
+
 def evaluate_squad(
     model,
     tokenizer,
@@ -306,6 +358,7 @@ def evaluate_squad(
 
 
 __all__ = [
+    "answer_question",
     "evaluate_squad",
     "flatten_squad",
     "format_predictions",

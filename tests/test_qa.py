@@ -90,13 +90,23 @@ def _eval_features(examples, tokenizer):
     )
 
 
+def _window_to_example(examples, tokenizer):
+    encoded = tokenizer(
+        list(examples["question"]),
+        list(examples["context"]),
+        truncation="only_second",
+        max_length=MAX_LEN,
+        stride=STRIDE,
+        return_overflowing_tokens=True,
+    )
+    return encoded["overflow_to_sample_mapping"]
+
+
 def test_train_features_point_at_the_answer(examples, tokenizer):
     features = _train_features(examples, tokenizer)
     assert len(features) > len(examples)  # long contexts are split into overlapping windows
     assert all(len(ids) == MAX_LEN for ids in features["input_ids"])
-    encoded = tokenizer(examples["question"], examples["context"], truncation="only_second", max_length=MAX_LEN,
-                        stride=STRIDE, return_overflowing_tokens=True)
-    mapping = encoded["overflow_to_sample_mapping"]
+    mapping = _window_to_example(examples, tokenizer)
     answered = set()
     for i, row in enumerate(features):
         start, end = row["start_positions"], row["end_positions"]
@@ -113,10 +123,7 @@ def test_train_features_point_at_the_answer(examples, tokenizer):
 def test_postprocess_recovers_answers_from_oracle_logits(examples, tokenizer):
     train = _train_features(examples, tokenizer)
     features = _eval_features(examples, tokenizer)
-    assert features["example_id"] == [examples["id"][k] for k in train.map(lambda r, i: {"k": i}, with_indices=True)["k"] and [
-        examples["id"][m] for m in tokenizer(examples["question"], examples["context"], truncation="only_second",
-                                              max_length=MAX_LEN, stride=STRIDE,
-                                              return_overflowing_tokens=True)["overflow_to_sample_mapping"]]]
+    assert features["example_id"] == [examples["id"][m] for m in _window_to_example(examples, tokenizer)]
     start = np.full((len(features), MAX_LEN), -5.0)
     end = np.full((len(features), MAX_LEN), -5.0)
     for i, row in enumerate(train):
@@ -124,7 +131,9 @@ def test_postprocess_recovers_answers_from_oracle_logits(examples, tokenizer):
             start[i, row["start_positions"]] = 5.0
             end[i, row["end_positions"]] = 5.0
     predictions, nbest = postprocess_qa_predictions(examples, features, start, end, n_best_size=5, return_nbest=True)
-    scores = load_squad_metric().compute(predictions=format_predictions(predictions), references=squad_references(examples))
+    scores = load_squad_metric().compute(
+        predictions=format_predictions(predictions), references=squad_references(examples)
+    )
     assert scores == {"exact_match": 100.0, "f1": 100.0}
     first = nbest[examples["id"][0]]
     assert len(first) <= 5 and first[0]["score"] >= first[-1]["score"]
@@ -136,12 +145,12 @@ def test_postprocess_respects_constraints(examples, tokenizer):
     example = examples.select([0])
     offsets = features[0]["offset_mapping"]
     context_tokens = [k for k, o in enumerate(offsets) if o is not None]
-    start = np.zeros((1, MAX_LEN))
-    end = np.zeros((1, MAX_LEN))
+    start = np.full((1, MAX_LEN), -100.0)
+    end = np.full((1, MAX_LEN), -100.0)
     start[0, 1], end[0, 2] = 100.0, 100.0  # best pair lies in the question: must be ignored
-    first, last = context_tokens[0], context_tokens[0] + 6
-    start[0, first], end[0, last] = 10.0, 10.0  # a 7-token span in the context
-    start[0, last], end[0, first] = 20.0, 20.0  # reversed span: must be ignored
+    first, last = context_tokens[2], context_tokens[2] + 6
+    start[0, first], end[0, last] = 10.0, 10.0  # a 7-token span in the context: the answer
+    start[0, last + 1], end[0, first - 1] = 30.0, 30.0  # a reversed span: must be ignored
     text = postprocess_qa_predictions(example, features, start, end, max_answer_length=10)[example[0]["id"]]
     context = example[0]["context"]
     assert text == context[offsets[first][0] : offsets[last][1]]

@@ -58,7 +58,9 @@ def test_empty_answer_official_quirk():
 
 def test_metric_module_max_over_references_and_percentages(squad):
     predictions = _preds("Denver Broncos", "Santa Clara, California", "gold")
-    references = _refs(["Denver Broncos", "The Denver Broncos"], ["Santa Clara", "Levi's Stadium"], ["golden anniversary"])
+    references = _refs(
+        ["Denver Broncos", "The Denver Broncos"], ["Santa Clara", "Levi's Stadium"], ["golden anniversary"]
+    )
     scores = squad.compute(predictions=predictions, references=references)
     # EM: 1 + 0 + 0 of 3; F1: 1 + 0.8 (P = 2/3, R = 1 vs "santa clara") + 0, in percent
     assert scores["exact_match"] == pytest.approx(100 / 3)

@@ -3,6 +3,8 @@
 import collections
 import json
 import os
+import re
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -10,6 +12,7 @@ import pytest
 import torch
 import transformers
 
+from hf_oto.qa import answer_question
 from hf_oto.synthetic_qa import CITIES, JOBS, build_wordpiece_tokenizer, generate_squad, squad_texts, write_squad_splits
 
 
@@ -25,8 +28,8 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path):
     assert json.dumps(a) == json.dumps(b)
     assert json.dumps(a) != json.dumps(generate_squad(30, seed=8))
     train, validation = write_squad_splits(tmp_path, train_paragraphs=5, validation_paragraphs=3)
-    train_contexts = {c for c, _ in _questions(json.load(open(train)))}
-    assert not train_contexts & {c for c, _ in _questions(json.load(open(validation)))}
+    train_contexts = {c for c, _ in _questions(json.loads(Path(train).read_text()))}
+    assert not train_contexts & {c for c, _ in _questions(json.loads(Path(validation).read_text()))}
 
 
 def test_squad_v1_structure_and_answer_spans():
@@ -49,10 +52,9 @@ def test_questions_need_the_context():
         answer = qa["answers"][0]
         # every answer has same-kind distractors in its paragraph
         if answer["text"] in CITIES:
-            assert sum(city in context.split(" ") or f"{city}." in context or f"{city}," in context
-                       for city in CITIES) >= 3
+            assert sum(re.search(rf"\b{city}\b", context) is not None for city in CITIES) >= 3
         elif answer["text"] in JOBS:
-            assert sum(f" {job}" in context for job in JOBS) >= 3
+            assert sum(re.search(rf"\b{job}\b", context) is not None for job in JOBS) >= 3
         relative_positions.append(answer["answer_start"] / len(context))
         first_word += answer["answer_start"] == 0
         answers[answer["text"]] += 1
@@ -71,7 +73,7 @@ def test_bad_arguments():
         generate_squad(2, people_per_paragraph=(4, 2))
 
 
-def test_tokenizer_is_bert_style_and_drives_a_qa_pipeline(tmp_path):
+def test_tokenizer_is_bert_style_and_answers_questions(tmp_path):
     squad = generate_squad(40, seed=0)
     tokenizer = build_wordpiece_tokenizer(squad_texts(squad), vocab_size=500)
     encoded = tokenizer("Who is a pilot?", "Ada Moreau is a pilot.")
@@ -86,10 +88,16 @@ def test_tokenizer_is_bert_style_and_drives_a_qa_pipeline(tmp_path):
     assert reloaded("Who is a pilot?")["input_ids"] == tokenizer("Who is a pilot?")["input_ids"]
 
     torch.manual_seed(0)
-    config = transformers.BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1,
-                                     num_attention_heads=2, intermediate_size=32, max_position_embeddings=128)
+    config = transformers.BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=128,
+    )
     model = transformers.BertForQuestionAnswering(config).eval()
-    qa = transformers.pipeline("question-answering", model=model, tokenizer=reloaded)
     context = "Ada Moreau was born in Lisbon in 1954 and works as a baker."
-    result = qa(question="Where was Ada Moreau born?", context=context)
-    assert context[result["start"] : result["end"]] == result["answer"]
+    result = answer_question(model, reloaded, "Where was Ada Moreau born?", context, max_seq_length=24, doc_stride=8)
+    assert result["answer"] and context[result["start"] : result["end"]] == result["answer"]
+    assert 0.0 < result["score"] <= 1.0
