@@ -199,7 +199,10 @@ class OTOSlimMixin:
         missing = sorted(key for key in info.get("missing_keys", ()) if layers_path in key)
         mismatched = sorted(info.get("mismatched_keys", ()))
         if mismatched or missing:
-            details = [f"{key} (checkpoint {tuple(saved)}, config expects {tuple(expected)})" for key, saved, expected in mismatched]
+            details = [
+                f"{key} (checkpoint {tuple(saved)}, config expects {tuple(expected)})"
+                for key, saved, expected in mismatched
+            ]
             details += [f"{key} (missing from the checkpoint)" for key in missing]
             raise OTOLoadError(
                 "the saved weights do not match the slim config's per-layer heads / FFN widths: "

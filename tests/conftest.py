@@ -9,8 +9,14 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-TINY = dict(vocab_size=97, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=24,
-            max_position_embeddings=64)
+TINY = dict(
+    vocab_size=97,
+    hidden_size=32,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    intermediate_size=24,
+    max_position_embeddings=64,
+)
 
 # model_type -> (config class, extra kwargs)
 TINY_CONFIGS = {
@@ -24,8 +30,12 @@ TINY_CONFIGS = {
     "qwen2": (transformers.Qwen2Config, {"num_key_value_heads": 2}),
     "vit": (transformers.ViTConfig, {"image_size": 8, "patch_size": 4}),
 }
-DISTILBERT_NAMES = {"hidden_size": "dim", "num_hidden_layers": "n_layers", "num_attention_heads": "n_heads",
-                    "intermediate_size": "hidden_dim"}
+DISTILBERT_NAMES = {
+    "hidden_size": "dim",
+    "num_hidden_layers": "n_layers",
+    "num_attention_heads": "n_heads",
+    "intermediate_size": "hidden_dim",
+}
 
 
 def tiny_config(model_type: str, attn_implementation: str = "eager", **overrides):

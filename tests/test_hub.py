@@ -37,7 +37,12 @@ def run_python(code: str, *, block_hf_oto: bool) -> subprocess.CompletedProcess:
     prelude = "import sys\nsys.modules['hf_oto'] = None\n" if block_hf_oto else ""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
     return subprocess.run(
-        [sys.executable, "-c", prelude + textwrap.dedent(code)], capture_output=True, text=True, env=env, cwd="/", timeout=300
+        [sys.executable, "-c", prelude + textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd="/",
+        timeout=300,
     )
 
 
@@ -118,7 +123,9 @@ def test_reload_in_fresh_process(tmp_path, family, model_class, auto, block_hf_o
         result=str(tmp_path / "result.pt"),
     )
     if block_hf_oto:
-        code = "try:\n    import hf_oto\n    raise SystemExit('hf_oto importable')\nexcept ImportError:\n    pass\n" + code
+        code = (
+            "try:\n    import hf_oto\n    raise SystemExit('hf_oto importable')\nexcept ImportError:\n    pass\n" + code
+        )
     else:
         code = "import hf_oto\n" + code
     result = run_python(code, block_hf_oto=block_hf_oto)
@@ -149,7 +156,9 @@ def test_load_slim_in_process(tmp_path):
 
 
 def test_text_classification_pipeline_on_reloaded_slim_model(tmp_path, tiny_tokenizer):
-    _, _, folder = slim_folder(tmp_path, model_class=transformers.BertForSequenceClassification, tokenizer=tiny_tokenizer)
+    _, _, folder = slim_folder(
+        tmp_path, model_class=transformers.BertForSequenceClassification, tokenizer=tiny_tokenizer
+    )
     classify = transformers.pipeline("text-classification", model=str(folder), tokenizer=str(folder))
     (prediction,) = classify("bob works as a baker in rome")
     assert prediction["label"] in {"LABEL_0", "LABEL_1"} and 0 <= prediction["score"] <= 1

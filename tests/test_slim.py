@@ -51,7 +51,9 @@ def assert_same_outputs(dense, slim, inputs=None):
 
 
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
-@pytest.mark.parametrize("pattern", ["none", "all_heads_layer0", "all_ffn_layer1", "one_kv_group", "random", "everything"])
+@pytest.mark.parametrize(
+    "pattern", ["none", "all_heads_layer0", "all_ffn_layer1", "one_kv_group", "random", "everything"]
+)
 @pytest.mark.parametrize("family", FAMILIES)
 def test_slim_logits_equal_dense(family, pattern, attn):
     dense = tiny_model(family, attn_implementation=attn)
@@ -145,8 +147,9 @@ def test_generate_matches_dense(family):
 
 
 def _task_classes():
-    from hf_oto.hub import _AUTO_CLASSES
     from transformers.models.auto import modeling_auto
+
+    from hf_oto.hub import _AUTO_CLASSES
 
     cases = []
     for family in FAMILIES:
