@@ -75,7 +75,7 @@ def load_squad_json(data_files: str | Sequence[str] | dict[str, Any]):
                 f"{data_files} is not SQuAD v1.1 JSON: its 'data' entries have columns {split.column_names}, "
                 "expected 'title' and 'paragraphs'"
             )
-    flat = raw.map(_flatten_batch, batched=True, remove_columns=raw["train"].column_names if "train" in raw else None)
+    flat = raw.map(_flatten_batch, batched=True, remove_columns=next(iter(raw.values())).column_names)
     if isinstance(data_files, dict):
         return flat
     return flat["train"]
