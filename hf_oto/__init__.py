@@ -7,6 +7,7 @@ slimmer model in Hub format.
 from .architectures import SUPPORTED_MODEL_TYPES, ArchitectureSpec, get_spec
 from .errors import OTOLoadError, UnsupportedModelError, ZeroInvarianceError
 from .groups import Group, GroupBlock, GroupSet, ParamSlice, build_groups
+from .hspg import HSPG
 from .hub import load_slim, register_auto_classes
 from .slim import SlimReport, model_shape, slim_model
 
@@ -20,6 +21,7 @@ __all__ = [
     "Group",
     "GroupBlock",
     "GroupSet",
+    "HSPG",
     "OTOLoadError",
     "ParamSlice",
     "SlimReport",

@@ -1,0 +1,827 @@
+"""HSPG: the Half-Space Stochastic Projected Gradient optimizer of Only-Train-Once.
+
+HSPG minimizes ``f(x) + λ Σ_g ‖x_g‖₂`` over the zero-invariant groups of a `GroupSet` and, unlike a
+proximal method, lands whole groups on *exactly* zero under stochastic gradients. It is a drop-in
+`torch.optim.Optimizer`: parameters outside every group (embeddings, LayerNorms, heads) and parameters of
+unprunable blocks get the plain base step (AdamW or SGD with heavy-ball momentum), bit-compatible with torch.
+
+Every per-group operation is one reshape per parameter slice, vectorized over the groups of a block
+(`GroupBlock.scale_`, grouped views), and elementwise work over the parameter list uses `torch._foreach_*`
+kernels, so a step costs about what an AdamW step costs. See `HSPG` for the exact update rules.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from .groups import ATTENTION, FFN, GroupSet, ParamSlice
+
+VARIANTS = ("adamw", "sgd")
+STATE_FORMAT = 1
+
+
+class NonFiniteGradientError(FloatingPointError):
+    """A gradient holds NaN or Inf. The message names the parameter."""
+
+
+class _Block:
+    """A prunable `GroupBlock` as HSPG sees it: its flat group range and, per slice, its param-group index."""
+
+    __slots__ = ("block", "start", "end", "slices", "param_groups")
+
+    def __init__(self, block, start: int, end: int, slices: list[ParamSlice], param_groups: list[int]):
+        self.block = block
+        self.start = start
+        self.end = end
+        self.slices = slices
+        self.param_groups = param_groups
+
+
+def _other_dims(piece: ParamSlice) -> list[int]:
+    return [d for d in range(piece.param.dim() + 1) if d != piece.dim]
+
+
+def _group_sq_norms(piece: ParamSlice, tensor: Tensor, num_groups: int) -> Tensor:
+    """Squared L2 norm of each group's chunk of `tensor` (shaped like `piece.param`), float32, shape (G,)."""
+    view = tensor.unflatten(piece.dim, (num_groups, -1))
+    return torch.linalg.vector_norm(view, 2, dim=_other_dims(piece), dtype=torch.float32).square()
+
+
+def _group_dots(piece: ParamSlice, a: Tensor, b: Tensor, num_groups: int) -> Tensor:
+    """Per-group inner product of two tensors shaped like `piece.param`, float32, shape (G,)."""
+    if piece.dim == 0 and a.is_contiguous() and b.is_contiguous() and a.dtype == torch.float32:
+        # Batched dot without a full-size temporary.
+        return torch.bmm(a.view(num_groups, 1, -1), b.view(num_groups, -1, 1)).view(num_groups)
+    view_a = a.unflatten(piece.dim, (num_groups, -1))
+    view_b = b.unflatten(piece.dim, (num_groups, -1))
+    return (view_a * view_b).sum(dim=_other_dims(piece), dtype=torch.float32)
+
+
+class HSPG(torch.optim.Optimizer):
+    r"""Half-Space Stochastic Projected Gradient (Chen et al., "Only Train Once", NeurIPS 2021).
+
+    Solves ``min_x f(x) + λ Σ_g ‖x_g‖₂`` where ``g`` runs over the prunable zero-invariant groups.
+
+    **Base direction** ``d`` (per parameter, per param group's hyperparameters):
+
+    - ``variant="adamw"``: ``m ← β₁m + (1-β₁)g``, ``v ← β₂v + (1-β₂)g²``,
+      ``d = m̂/(√v̂ + eps) + wd·x`` with ``m̂ = m/(1-β₁ᵗ)``, ``v̂ = v/(1-β₂ᵗ)`` (decoupled weight decay,
+      exactly `torch.optim.AdamW`).
+    - ``variant="sgd"``: ``b ← μb + (g + wd·x)`` (``b = g + wd·x`` on the first step or when ``μ = 0``),
+      ``d = b`` (exactly `torch.optim.SGD` with heavy-ball momentum).
+
+    **Stage 1**, clock ``t < n_p`` (subgradient stage), for every non-zero prunable group::
+
+        x_g ← x_g − lr·(d_g + λ·x_g/‖x_g‖)
+
+    With ``prox=True`` stage 1 takes the proximal (group soft-threshold) step instead::
+
+        y = x − lr·d,   x_g ← max(0, 1 − lr·λ/‖y_g‖)·y_g
+
+    **Stage 2**, clock ``t ≥ n_p`` (half-space stage), for every non-zero prunable group, the trial point::
+
+        x̃_g = x_g − lr·(d_g + λ·x_g/‖x_g‖)
+        x_g ← 0   if x̃_gᵀx_g < ε·‖x_g‖²   (or ‖x_g‖ = 0),   else x_g ← x̃_g
+
+    A group set to zero in stage 2 joins the zero mask: it stays exactly zero for the rest of training,
+    takes no step, and its optimizer moments are cleared (HSPG zeroes that group's entries of ``p.grad`` in
+    place before the moment update, so they stay cleared).
+
+    **Target group sparsity** ``s`` (optional; needs the total step count ``T``): exactly
+    ``K = ⌊s·N⌋`` of the ``N`` prunable groups are zero after the deadline step
+    ``t_last = ⌊deadline·T⌋ − 1`` (``projection_deadline=0.8`` leaves ≥ 20% of the steps for the network to
+    adapt). From ``n_p`` to ``t_last`` every step:
+
+    1. *Candidates*: the ``K − #zero`` active prunable groups of smallest size-normalized saliency
+       ``‖x_g‖/√|g|`` (stable sort, ties broken by group index: deterministic on every process).
+    2. *Adaptive penalty*: a candidate's carried part is shrunk by ``c_t = 1 − 1/(t_last − t + 1)`` on top
+       of its step, ``x̃_g = c_t·(1 − lr·wd − lr·λ/‖x_g‖)·x_g − lr·m̂/(√v̂+eps)``. This is a per-group
+       adaptive ``λ_g = ‖x_g‖(1 − c_t)/lr``; the product of the ``c_t`` telescopes to 0 at ``t_last``.
+    3. *Capped half-space projection*: a candidate is projected early when ``x̃_gᵀx_g < ε‖x_g‖²``; only
+       candidates may be projected, so the zero count never exceeds ``K``.
+    4. At ``t ≥ t_last`` every remaining candidate is projected (its shrink factor is 0 there), so exactly
+       ``K`` groups are zero; after that no group is projected again.
+
+    Non-candidates take the plain stage-2 step ``x_g − lr·(d_g + λ·x_g/‖x_g‖)``, never projected. The zero
+    count is monotone. Without a target, ``λ`` and ``ε`` alone decide the sparsity, as in the paper.
+
+    The clock ``t`` counts `step()` calls, including steps skipped for non-finite gradients, so that it
+    agrees with the Trainer's step counter and the lr schedule; Adam's bias correction counts real updates.
+
+    Args:
+        params: tensors or torch-style param-group dicts (each may set ``lr``, ``weight_decay``, ``betas``,
+            ``eps``, ``momentum``). A learning-rate scheduler rescales ``group["lr"]``; each step uses it.
+        groups: the `GroupSet` (from `hf_oto.build_groups` or built by hand). Each grouped parameter must be
+            optimized here and belong to exactly one block. ``None``: no groups, HSPG is plain AdamW/SGD.
+        lr: base learning rate (> 0).
+        lam: group-lasso weight ``λ ≥ 0``.
+        epsilon: half-space control ``ε ∈ [0, 1)``; larger projects more aggressively.
+        n_p: the switch step into stage 2: an int number of steps (≥ 0) or a fraction in (0, 1) of the total.
+        variant: ``"adamw"`` (default) or ``"sgd"``.
+        betas, eps, weight_decay: AdamW hyperparameters (defaults of each param group).
+        momentum: SGD heavy-ball momentum (``variant="sgd"``).
+        prox: use the proximal group soft-threshold step in stage 1.
+        target_group_sparsity: fraction ``s ∈ [0, 1)`` of the prunable groups to drive to exactly zero.
+        total_steps: total number of `step()` calls ``T``; may be given later with `set_total_steps`.
+        projection_deadline: fraction of ``T`` by which the last projection happens, in (0, 0.8].
+        skip_nonfinite_steps: skip a step whose gradients hold NaN/Inf (counted in `sparsity_report`)
+            instead of raising `NonFiniteGradientError`.
+        process_group: the torch.distributed group whose ranks must agree on projections (default: world).
+
+    Integration: the Trainer (or user) calls ``set_total_steps(T)`` before the first step when
+    ``total_steps`` was not passed; `sparsity_report()` gives a plain dict for logging, `zero_mask()` the
+    optimizer's zero groups, and ``optimizer.groups`` is the `GroupSet`.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        groups: GroupSet | None = None,
+        *,
+        lr: float,
+        lam: float = 1e-3,
+        epsilon: float = 0.0,
+        n_p: int | float = 0.25,
+        variant: str = "adamw",
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        momentum: float = 0.0,
+        prox: bool = False,
+        target_group_sparsity: float | None = None,
+        total_steps: int | None = None,
+        projection_deadline: float = 0.8,
+        skip_nonfinite_steps: bool = False,
+        process_group: Any = None,
+    ) -> None:
+        _check_positive("lr", lr)
+        _check_range("lam", lam, 0.0, math.inf, high_open=True)
+        _check_range("epsilon", epsilon, 0.0, 1.0)
+        _check_n_p(n_p)
+        if variant not in VARIANTS:
+            raise ValueError(f"variant={variant!r} is unknown; choose one of {VARIANTS}.")
+        if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
+            raise ValueError(f"betas={betas!r} must be a pair (beta1, beta2).")
+        for index, beta in enumerate(betas):
+            _check_range(f"betas[{index}]", beta, 0.0, 1.0)
+        _check_positive("eps", eps)
+        _check_range("weight_decay", weight_decay, 0.0, math.inf, high_open=True)
+        _check_range("momentum", momentum, 0.0, 1.0)
+        if target_group_sparsity is not None:
+            _check_range("target_group_sparsity", target_group_sparsity, 0.0, 1.0)
+        if not 0.0 < projection_deadline <= 0.8:
+            raise ValueError(
+                f"projection_deadline={projection_deadline!r} must be in (0, 0.8]: at least 20% of the steps "
+                "must remain after the last projection."
+            )
+        defaults = {
+            "lr": lr,
+            "betas": tuple(betas),
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "momentum": momentum,
+        }
+        super().__init__(params, defaults)
+        for group in self.param_groups:
+            _check_range("weight_decay", group["weight_decay"], 0.0, math.inf, high_open=True)
+
+        self.groups = groups if groups is not None else GroupSet([])
+        self.lam = float(lam)
+        self.epsilon = float(epsilon)
+        self.n_p = n_p
+        self.variant = variant
+        self.prox = bool(prox)
+        self.target_group_sparsity = None if target_group_sparsity is None else float(target_group_sparsity)
+        self.projection_deadline = float(projection_deadline)
+        self.skip_nonfinite_steps = bool(skip_nonfinite_steps)
+        self.process_group = process_group
+        self.total_steps: int | None = None
+        self._t = 0
+        self._skipped = 0
+
+        self._plan_groups()
+        self._zero = torch.zeros(len(self.groups), dtype=torch.bool, device=self._device)
+        self._last_candidates = torch.zeros((), dtype=torch.long, device=self._device)
+        self._sync_zero_cpu()
+        if total_steps is not None:
+            self.set_total_steps(total_steps)
+
+    # ------------------------------------------------------------------ setup
+
+    def _plan_groups(self) -> None:
+        """Map every grouped parameter to its param group; check the one-block-per-parameter rule."""
+        owner: dict[int, int] = {}
+        self._names: dict[int, str] = {}
+        for index, group in enumerate(self.param_groups):
+            names = group.get("param_names")
+            for position, p in enumerate(group["params"]):
+                owner[id(p)] = index
+                self._names[id(p)] = (
+                    names[position] if names else f"param_groups[{index}]['params'][{position}] {tuple(p.shape)}"
+                )
+        seen: dict[int, str] = {}
+        self._blocks: list[_Block] = []
+        self._grouped: set[int] = set()
+        for block, (start, end) in zip(self.groups.blocks, self.groups.block_ranges(), strict=True):
+            where = block.describe(0).rsplit(" ", 1)[0]
+            for piece in block.slices:
+                key = id(piece.param)
+                if key in seen:
+                    raise ValueError(
+                        f"parameter {piece.name} appears in two group blocks ({seen[key]} and {where}); a grouped "
+                        "parameter must belong to exactly one block."
+                    )
+                seen[key] = where
+                self._names[key] = piece.name
+            missing = [piece.name for piece in block.slices if id(piece.param) not in owner]
+            if not block.prunable:
+                continue  # unprunable groups: plain base step, nothing else
+            if missing:
+                raise ValueError(
+                    f"grouped parameter(s) {missing} are not optimized by this HSPG (requires_grad=False or left "
+                    "out of params); optimize them or mark their GroupBlock prunable=False."
+                )
+            self._blocks.append(
+                _Block(block, start, end, list(block.slices), [owner[id(piece.param)] for piece in block.slices])
+            )
+            self._grouped.update(id(piece.param) for piece in block.slices)
+        first = next(iter(self.groups.params()), None)
+        self._device = first.device if first is not None else torch.device("cpu")
+        self._prunable = (
+            self.groups.prunable_mask().to(self._device)
+            if len(self.groups)
+            else torch.zeros(0, dtype=torch.bool, device=self._device)
+        )
+        self._num_prunable = int(self._prunable.sum())
+        self._inv_sqrt_size = self.groups.group_sizes().rsqrt().to(self._device) if len(self.groups) else torch.zeros(0)
+
+    def set_total_steps(self, total_steps: int) -> None:
+        """Tell HSPG how many `step()` calls training makes; resolves a fractional ``n_p`` and the target schedule.
+
+        The Trainer calls this once it knows ``max_steps`` (before the first step). Raises `ValueError` when the
+        schedule cannot fit: ``n_p`` after the projection deadline while a target is set.
+        """
+        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps <= 0:
+            raise ValueError(f"total_steps={total_steps!r} must be a positive int.")
+        if self.total_steps is not None and total_steps != self.total_steps and self._t > 0:
+            raise ValueError(
+                f"total_steps is already {self.total_steps} and {self._t} steps were taken; it cannot change to "
+                f"{total_steps} mid-training."
+            )
+        self.total_steps = total_steps
+        self._check_schedule()
+
+    @property
+    def switch_step(self) -> int | None:
+        """``n_p`` in steps: the first step of stage 2 (None while a fractional ``n_p`` is unresolved)."""
+        if isinstance(self.n_p, int):
+            return self.n_p
+        if self.total_steps is None:
+            return None
+        return int(math.floor(self.n_p * self.total_steps))
+
+    @property
+    def deadline_step(self) -> int | None:
+        """``t_last``: the step at which the last projection happens (target mode only)."""
+        if self.target_group_sparsity is None or self.total_steps is None:
+            return None
+        return max(int(math.floor(round(self.projection_deadline * self.total_steps, 9))) - 1, 0)
+
+    @property
+    def target_zero_groups(self) -> int | None:
+        """``K = ⌊s·N⌋`` over the ``N`` prunable groups (target mode only)."""
+        if self.target_group_sparsity is None:
+            return None
+        return int(math.floor(round(self.target_group_sparsity * self._num_prunable, 9)))
+
+    def _check_schedule(self) -> None:
+        """Raise `ValueError` when the stage switch or the target schedule cannot be resolved or cannot fit."""
+        if self.switch_step is None:
+            raise ValueError(
+                f"n_p={self.n_p} is a fraction of the total steps, which are unknown: pass total_steps=... or call "
+                "set_total_steps(n) before the first step, or give n_p as an int number of steps."
+            )
+        if self.target_group_sparsity is None:
+            return
+        if self.total_steps is None:
+            raise ValueError(
+                f"target_group_sparsity={self.target_group_sparsity} needs the total number of steps: pass "
+                "total_steps=... or call set_total_steps(n) before the first step."
+            )
+        if self.switch_step > self.deadline_step:
+            raise ValueError(
+                f"n_p={self.n_p} resolves to step {self.switch_step}, after the last projection step "
+                f"{self.deadline_step} (= {self.projection_deadline}·total_steps − 1 with total_steps="
+                f"{self.total_steps}); choose a smaller n_p so that the target can be reached with ≥20% of the "
+                "steps left."
+            )
+
+    # ------------------------------------------------------------------ public helpers
+
+    def zero_mask(self) -> Tensor:
+        """Bool per group of `groups` (flat index): True where HSPG has fixed the group at exactly zero."""
+        return self._zero.clone()
+
+    @property
+    def stage(self) -> int:
+        """1 before ``n_p`` (subgradient stage), 2 from ``n_p`` on (half-space stage), for the next step."""
+        switch = self.switch_step
+        return 2 if switch is not None and self._t >= switch else 1
+
+    @property
+    def current_step(self) -> int:
+        """Number of `step()` calls so far (the schedule clock)."""
+        return self._t
+
+    @torch.no_grad()
+    def sparsity_report(self) -> dict[str, Any]:
+        """A plain dict describing the group sparsity now: counts, per-layer zero heads/neurons, norm summaries.
+
+        One device-to-host transfer in all (no per-group ``.item()``).
+        """
+        norms = self.groups.norms().to(self._device) if len(self.groups) else torch.zeros(0, device=self._device)
+        packed = torch.stack([norms, self._zero.float(), self._prunable.float()]) if len(self.groups) else None
+        head = torch.stack([self._last_candidates.float()])
+        if packed is None:
+            cpu_norms = torch.zeros(0)
+            zero = prunable = torch.zeros(0, dtype=torch.bool)
+            candidates = 0
+        else:
+            flat = torch.cat([packed.flatten(), head]).cpu()
+            n = len(self.groups)
+            cpu_norms, zero, prunable = flat[:n], flat[n : 2 * n].bool(), flat[2 * n : 3 * n].bool()
+            candidates = int(flat[-1])
+        num_zero = int(zero.sum())
+        zero_prunable = int((zero & prunable).sum())
+        exact = int(((cpu_norms == 0) & prunable).sum())
+        kept = prunable & ~zero
+
+        def _summary(values: Tensor) -> dict[str, float | None]:
+            if values.numel() == 0:
+                return {"count": 0, "min": None, "max": None, "mean": None, "median": None}
+            return {
+                "count": int(values.numel()),
+                "min": float(values.min()),
+                "max": float(values.max()),
+                "mean": float(values.mean()),
+                "median": float(values.median()),
+            }
+
+        per_layer: dict[Any, dict[str, Any]] = {}
+        zero_heads = zero_kv = zero_neurons = 0
+        for block, (start, end) in zip(self.groups.blocks, self.groups.block_ranges(), strict=True):
+            count = int(zero[start:end].sum())
+            row = per_layer.setdefault(block.layer, {"layer": block.layer})
+            if block.structure == ATTENTION:
+                entry = row.setdefault(
+                    ATTENTION, {"zero_kv_groups": 0, "kv_groups": 0, "zero_query_heads": 0, "query_heads": 0}
+                )
+                entry["zero_kv_groups"] += count
+                entry["kv_groups"] += block.num_groups
+                entry["zero_query_heads"] += count * block.queries_per_group
+                entry["query_heads"] += block.num_groups * block.queries_per_group
+                zero_kv += count
+                zero_heads += count * block.queries_per_group
+            elif block.structure == FFN:
+                entry = row.setdefault(FFN, {"zero_neurons": 0, "neurons": 0})
+                entry["zero_neurons"] += count
+                entry["neurons"] += block.num_groups
+                zero_neurons += count
+            else:
+                entry = row.setdefault(block.structure, {"zero_groups": 0, "groups": 0})
+                entry["zero_groups"] += count
+                entry["groups"] += block.num_groups
+            entry["prunable"] = entry.get("prunable", True) and block.prunable
+        deadline = self.deadline_step
+        return {
+            "step": self._t,
+            "stage": self.stage,
+            "switch_step": self.switch_step,
+            "total_steps": self.total_steps,
+            "num_groups": len(self.groups),
+            "num_prunable_groups": self._num_prunable,
+            "zero_groups": num_zero,
+            "group_sparsity": zero_prunable / self._num_prunable if self._num_prunable else 0.0,
+            "exactly_zero_groups": exact,
+            "target_group_sparsity": self.target_group_sparsity,
+            "target_zero_groups": self.target_zero_groups,
+            "deadline_step": deadline,
+            "candidates": candidates,
+            "shrink_rate": (
+                1.0 / (deadline - self._t + 1)
+                if deadline is not None and self.switch_step is not None and self.switch_step <= self._t <= deadline
+                else 0.0
+            ),
+            "lam": self.lam,
+            "epsilon": self.epsilon,
+            "zero_heads": zero_heads,
+            "zero_kv_groups": zero_kv,
+            "zero_ffn_neurons": zero_neurons,
+            "skipped_steps": self._skipped,
+            "per_layer": list(per_layer.values()),
+            "zero_group_norms": _summary(cpu_norms[zero]),
+            "nonzero_group_norms": _summary(cpu_norms[kept]),
+        }
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict[str, Any]:
+        """Torch's optimizer state plus an ``"hspg"`` entry (plain numbers, strings and tensors only)."""
+        state = super().state_dict()
+        state["hspg"] = {
+            "format": STATE_FORMAT,
+            "variant": self.variant,
+            "prox": self.prox,
+            "step": self._t,
+            "skipped_steps": self._skipped,
+            "stage": self.stage,
+            "zero_mask": self._zero.clone(),
+            "last_candidates": self._last_candidates.clone(),
+            "num_groups": len(self.groups),
+            "lam": self.lam,
+            "epsilon": self.epsilon,
+            "n_p": self.n_p,
+            "total_steps": self.total_steps,
+            "target_group_sparsity": self.target_group_sparsity,
+            "target_zero_groups": self.target_zero_groups,
+            "projection_deadline": self.projection_deadline,
+            "deadline_step": self.deadline_step,
+        }
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore everything `state_dict` saved; the input dict is not modified."""
+        state_dict = dict(state_dict)
+        extra = state_dict.pop("hspg", None)
+        if extra is not None:
+            if extra.get("variant") != self.variant:
+                raise ValueError(
+                    f"this state was saved by HSPG(variant={extra.get('variant')!r}); the optimizer uses "
+                    f"variant={self.variant!r}."
+                )
+            if int(extra["num_groups"]) != len(self.groups):
+                raise ValueError(
+                    f"this state has {extra['num_groups']} groups but the optimizer's GroupSet has {len(self.groups)}; "
+                    "rebuild the groups of the same model."
+                )
+        super().load_state_dict(state_dict)
+        if extra is None:
+            return
+        self.prox = bool(extra["prox"])
+        self._t = int(extra["step"])
+        self._skipped = int(extra["skipped_steps"])
+        self._zero = extra["zero_mask"].to(device=self._device, dtype=torch.bool).clone()
+        self._last_candidates = extra["last_candidates"].to(device=self._device, dtype=torch.long).clone()
+        self.lam = float(extra["lam"])
+        self.epsilon = float(extra["epsilon"])
+        self.n_p = extra["n_p"]
+        self.total_steps = extra["total_steps"]
+        self.target_group_sparsity = extra["target_group_sparsity"]
+        self.projection_deadline = float(extra["projection_deadline"])
+        self._sync_zero_cpu()
+
+    def _sync_zero_cpu(self) -> None:
+        """Host copy of the zero mask: which blocks hold zero groups (decides which tensors need masking)."""
+        zero = self._zero.cpu()
+        self._zero_count = int(zero.sum())
+        self._block_has_zero = [bool(zero[b.start : b.end].any()) for b in self._blocks]
+
+    # ------------------------------------------------------------------ step
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        """One HSPG step (see the class docstring). Returns the closure's loss when one is given."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self._check_schedule()
+        work = self._collect()
+        if not self._gradients_finite(work):
+            self._skipped += 1
+            self._t += 1
+            return loss
+
+        t = self._t
+        stage2 = t >= self.switch_step
+        deadline = self.deadline_step
+        # Target mode: projections run from n_p until K groups are zero (at the deadline at the latest).
+        projecting = stage2 and (deadline is None or t <= deadline or self._zero_count < self.target_zero_groups)
+        if stage2:
+            self._mask_zero_group_grads()
+
+        directions: dict[int, tuple[Tensor, float]] = {}
+        finals = []
+        for group, items in zip(self.param_groups, work, strict=True):
+            if items and self.variant == "adamw":
+                finals.append(self._adamw_directions(group, items, stage2, directions))
+            elif items:
+                finals.append(self._sgd_directions(group, items, directions))
+
+        factors, flat = self._carried_factors(directions, stage2, projecting)
+        shrink, changed = None, [False] * len(self._blocks)
+        if projecting:
+            shrink, changed = self._project(t, deadline, *flat)
+        self._scale_groups(factors, shrink, changed, directions, stage2)
+        for final in finals:
+            final(stage2)
+        if self.prox and not stage2 and self.lam:
+            self._prox_threshold()
+        self._t += 1
+        return loss
+
+    def _carried_factors(self, directions: dict[int, tuple[Tensor, float]], stage2: bool, projecting: bool):
+        """Per block and slice, the factor f multiplying the current point: ``1 − lr·wd − lr·λ/‖x_g‖`` (AdamW).
+
+        When projecting, also the flat per-group ``‖x_g‖²``, ``Σ f·‖x_{g,slice}‖²`` and ``wᵀx_g`` (the step
+        ``w`` taken by the direction), from which the half-space test ``x̃ᵀx = Σ f‖x‖² + wᵀx`` follows.
+        All of it is read from the current point, before any parameter changes.
+        """
+        use_lam = bool(self.lam) and not (self.prox and not stage2)
+        size = len(self.groups) if projecting else 0
+        flat_nsq, flat_carry, flat_dot = (torch.zeros(size, device=self._device) for _ in range(3))
+        factors = []
+        for block in self._blocks:
+            g = block.block.num_groups
+            sq = [_group_sq_norms(piece, piece.param, g) for piece in block.slices]
+            nsq = torch.stack(sq).sum(0)
+            inv_norm = torch.where(nsq > 0, nsq.rsqrt(), torch.zeros_like(nsq)) if use_lam else None
+            by_param_group: dict[int, Tensor] = {}
+            for pg_index in block.param_groups:
+                if pg_index in by_param_group:
+                    continue
+                pg = self.param_groups[pg_index]
+                base = 1.0 - pg["lr"] * pg["weight_decay"] if self.variant == "adamw" else 1.0
+                by_param_group[pg_index] = (
+                    base - (pg["lr"] * self.lam) * inv_norm if use_lam else torch.full_like(nsq, base)
+                )
+            slice_factors = [by_param_group[i] for i in block.param_groups]
+            factors.append(slice_factors)
+            if not projecting:
+                continue
+            dots = []
+            for piece in block.slices:
+                direction = directions.get(id(piece.param))
+                if direction is not None:
+                    dots.append(_group_dots(piece, direction[0], piece.param, g) * direction[1])
+            flat_nsq[block.start : block.end] = nsq
+            flat_carry[block.start : block.end] = (torch.stack(slice_factors) * torch.stack(sq)).sum(0)
+            if dots:
+                flat_dot[block.start : block.end] = torch.stack(dots).sum(0)
+        return factors, (flat_nsq, flat_carry, flat_dot)
+
+    def _project(self, t: int, deadline: int | None, nsq: Tensor, carry: Tensor, dot: Tensor):
+        """Decide this step's projections, agree on them across ranks, and add them to the zero mask."""
+        shrink, new_zero = self._decide(t, deadline, nsq, carry, dot)
+        new_zero = self._agree(new_zero)
+        new_cpu = new_zero.cpu()
+        changed = [bool(new_cpu[b.start : b.end].any()) for b in self._blocks]
+        if any(changed):
+            self._zero |= new_zero
+            self._sync_zero_cpu()
+        return shrink, changed
+
+    def _scale_groups(self, factors, shrink, changed, directions, stage2: bool) -> None:
+        """Multiply each group's carried part by its factor (times the shrink and the zero mask in stage 2)."""
+        keep = (~self._zero).float() if stage2 else None
+        for block, slice_factors, new in zip(self._blocks, factors, changed, strict=True):
+            g = block.block.num_groups
+            scale = None
+            if keep is not None:
+                scale = keep[block.start : block.end]
+                if shrink is not None:
+                    scale = scale * shrink[block.start : block.end]
+            if new:
+                self._clear_moments(block, keep[block.start : block.end], directions)
+            for piece, factor in zip(block.slices, slice_factors, strict=True):
+                total = factor if scale is None else factor * scale
+                view = piece.param.unflatten(piece.dim, (g, -1))
+                view.mul_(total.to(piece.param.dtype).view(piece.broadcast_shape(g)))
+
+    def _collect(self) -> list[list[tuple[Tensor, Tensor, dict]]]:
+        """Per param group, (param, grad, state) for every parameter that has a gradient; states created lazily."""
+        work = []
+        for group in self.param_groups:
+            items = []
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError(f"HSPG does not support sparse gradients ({self._names.get(id(p), 'param')}).")
+                state = self.state[p]
+                if not state:
+                    if self.variant == "adamw":
+                        state["step"] = torch.tensor(0.0, dtype=torch.float32)
+                        state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                        state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    elif group["momentum"]:
+                        state["momentum_buffer"] = None
+                items.append((p, p.grad, state))
+            work.append(items)
+        return work
+
+    def _gradients_finite(self, work) -> bool:
+        """One reduction over every gradient; raise (or return False to skip) on NaN/Inf."""
+        grads = [g for items in work for _, g, _ in items]
+        if not grads:
+            return True
+        peaks = torch.stack([n.float() for n in torch._foreach_norm(grads, math.inf)])
+        finite = torch.isfinite(peaks)
+        if bool(finite.all()):
+            return True
+        if self.skip_nonfinite_steps:
+            return False
+        params = [p for items in work for p, _, _ in items]
+        bad = [self._names.get(id(params[i]), "parameter") for i in (~finite).nonzero().flatten().tolist()]
+        raise NonFiniteGradientError(
+            f"non-finite gradient (NaN or Inf) in {bad[0]}"
+            + (f" and {len(bad) - 1} other parameter(s)" if len(bad) > 1 else "")
+            + f" at step {self._t}. Lower the learning rate, check the data, or pass skip_nonfinite_steps=True."
+        )
+
+    def _mask_zero_group_grads(self) -> None:
+        """Zero the gradient entries of zero groups so their moments stay cleared."""
+        keep = None
+        for block, has_zero in zip(self._blocks, self._block_has_zero, strict=True):
+            if not has_zero:
+                continue
+            if keep is None:
+                keep = (~self._zero).float()
+            grads = [piece.param.grad for piece in block.slices]
+            if any(g is None for g in grads):
+                grads = [g if g is not None else torch.zeros(0) for g in grads]
+            for piece, grad in zip(block.slices, grads, strict=True):
+                if grad.numel():
+                    grad.unflatten(piece.dim, (block.block.num_groups, -1)).mul_(
+                        keep[block.start : block.end].to(grad.dtype).view(piece.broadcast_shape(block.block.num_groups))
+                    )
+
+    def _clear_moments(self, block: _Block, keep: Tensor, directions: dict[int, tuple[Tensor, float]]) -> None:
+        """Clear the moments (and this step's direction) of groups projected to zero in this step."""
+        for piece in block.slices:
+            direction = directions.get(id(piece.param))
+            targets = [None if direction is None else direction[0]]
+            state = self.state.get(piece.param, {})
+            targets += [state.get(key) for key in ("exp_avg", "exp_avg_sq", "momentum_buffer")]
+            for target in targets:
+                if target is not None:
+                    view = target.unflatten(piece.dim, (block.block.num_groups, -1))
+                    view.mul_(keep.to(target.dtype).view(piece.broadcast_shape(block.block.num_groups)))
+
+    def _adamw_directions(self, group: dict, items, stage2: bool, directions: dict[int, tuple[Tensor, float]]):
+        """Moment update; grouped params get their update direction in `directions`. Returns the final update."""
+        beta1, beta2 = group["betas"]
+        lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
+        params = [p for p, _, _ in items]
+        grads = [g for _, g, _ in items]
+        exp_avgs = [s["exp_avg"] for _, _, s in items]
+        exp_avg_sqs = [s["exp_avg_sq"] for _, _, s in items]
+        steps = [s["step"] for _, _, s in items]
+        torch._foreach_add_(steps, torch.tensor(1.0), alpha=1.0)
+        torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+        torch._foreach_mul_(exp_avg_sqs, beta2)
+        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
+        counts = [s.item() for s in steps]
+        step_size = [-lr / (1 - beta1**c) for c in counts]
+        bc2_sqrt = [(1 - beta2**c) ** 0.5 for c in counts]
+
+        grouped = [i for i, p in enumerate(params) if id(p) in self._grouped]
+        plain = [i for i, p in enumerate(params) if id(p) not in self._grouped]
+
+        def pick(values, indices):
+            return [values[i] for i in indices]
+
+        g_params, g_m, g_v = pick(params, grouped), pick(exp_avgs, grouped), pick(exp_avg_sqs, grouped)
+        g_step, g_bc2 = pick(step_size, grouped), pick(bc2_sqrt, grouped)
+        g_denom = None
+        if g_params:
+            g_denom = torch._foreach_sqrt(g_v)
+            if stage2:
+                # Fold the step size in: w = step·m̂/(√v̂+eps) = m / ((√v/bc2 + eps)/step).
+                torch._foreach_div_(g_denom, [b * s for b, s in zip(g_bc2, g_step, strict=True)])
+                torch._foreach_add_(g_denom, [eps / s for s in g_step])
+                g_dir = torch._foreach_div(g_m, g_denom)
+                g_denom = None
+                for p, w in zip(g_params, g_dir, strict=True):
+                    directions[id(p)] = (w, 1.0)  # the step is x̃ = f·x + w
+            else:
+                torch._foreach_div_(g_denom, g_bc2)
+                torch._foreach_add_(g_denom, eps)
+
+        def final(stage2_now: bool) -> None:
+            p_params = pick(params, plain)
+            if p_params:
+                if wd != 0:
+                    torch._foreach_mul_(p_params, 1 - lr * wd)
+                denom = torch._foreach_sqrt(pick(exp_avg_sqs, plain))
+                torch._foreach_div_(denom, pick(bc2_sqrt, plain))
+                torch._foreach_add_(denom, eps)
+                torch._foreach_addcdiv_(p_params, pick(exp_avgs, plain), denom, pick(step_size, plain))
+                del denom
+            if g_params:
+                if stage2_now:
+                    torch._foreach_add_(g_params, [directions.pop(id(p))[0] for p in g_params])
+                else:
+                    torch._foreach_addcdiv_(g_params, g_m, g_denom, g_step)
+
+        return final
+
+    def _sgd_directions(self, group: dict, items, directions: dict[int, tuple[Tensor, float]]):
+        """Heavy-ball update of the direction (torch.optim.SGD semantics). Returns the final update."""
+        lr, wd, momentum = group["lr"], group["weight_decay"], group["momentum"]
+        params = [p for p, _, _ in items]
+        grads = [g for _, g, _ in items]
+        if wd != 0:
+            grads = torch._foreach_add(grads, params, alpha=wd)
+        if momentum:
+            bufs, old, old_grads = [], [], []
+            for (_, _, state), grad in zip(items, grads, strict=True):
+                if state.get("momentum_buffer") is None:
+                    state["momentum_buffer"] = torch.clone(grad).detach()
+                else:
+                    old.append(state["momentum_buffer"])
+                    old_grads.append(grad)
+                bufs.append(state["momentum_buffer"])
+            if old:
+                torch._foreach_mul_(old, momentum)
+                torch._foreach_add_(old, old_grads)
+            grads = bufs
+        for p, d in zip(params, grads, strict=True):
+            if id(p) in self._grouped:
+                directions[id(p)] = (d, -lr)  # the step is x̃ = f·x + (−lr)·d
+
+        def final(stage2_now: bool) -> None:
+            torch._foreach_add_(params, grads, alpha=-lr)
+
+        return final
+
+    def _decide(self, t: int, deadline: int | None, nsq: Tensor, carry: Tensor, dot: Tensor):
+        """The stage-2 projection decision (flat bool per group) and the candidates' shrink factors."""
+        active = self._prunable & ~self._zero
+        if deadline is None:
+            trial = carry + dot
+            return None, active & ((trial < self.epsilon * nsq) | (nsq == 0))
+        need = self.target_zero_groups - self._zero.sum()
+        saliency = torch.where(active, nsq.sqrt() * self._inv_sqrt_size, torch.full_like(nsq, math.inf))
+        order = torch.sort(saliency, stable=True).indices
+        rank = torch.empty_like(order)
+        rank[order] = torch.arange(order.numel(), device=order.device)
+        candidates = active & (rank < need)
+        self._last_candidates = candidates.sum()
+        remaining = max(deadline - t + 1, 1)
+        shrink = torch.where(candidates, torch.full_like(nsq, 1.0 - 1.0 / remaining), torch.ones_like(nsq))
+        if remaining == 1:
+            return shrink, candidates
+        trial = shrink * carry + dot
+        return shrink, candidates & ((trial < self.epsilon * nsq) | (nsq == 0))
+
+    def _agree(self, decision: Tensor) -> Tensor:
+        """Under torch.distributed, every rank adopts rank 0's projection decision."""
+        if not (dist.is_available() and dist.is_initialized()):
+            return decision
+        group = self.process_group
+        if dist.get_world_size(group) == 1:
+            return decision
+        payload = decision.to(torch.uint8)
+        if dist.get_backend(group) == "nccl" and payload.device.type != "cuda":
+            payload = payload.cuda()
+        src = dist.get_global_rank(group, 0) if group is not None else 0
+        dist.broadcast(payload, src=src, group=group)
+        return payload.to(device=decision.device, dtype=torch.bool)
+
+    def _prox_threshold(self) -> None:
+        """Stage-1 proximal step: group soft-threshold ``max(0, 1 − lr·λ/‖y_g‖)`` of the post-step point."""
+        for block in self._blocks:
+            g = block.block.num_groups
+            nsq = sum(_group_sq_norms(piece, piece.param, g) for piece in block.slices)
+            inv_norm = torch.where(nsq > 0, nsq.rsqrt(), torch.zeros_like(nsq))
+            for piece, pg_index in zip(block.slices, block.param_groups, strict=True):
+                lr = self.param_groups[pg_index]["lr"]
+                factor = (1.0 - lr * self.lam * inv_norm).clamp_(min=0.0)
+                view = piece.param.unflatten(piece.dim, (g, -1))
+                view.mul_(factor.to(piece.param.dtype).view(piece.broadcast_shape(g)))
+
+
+def _check_positive(name: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
+        raise ValueError(f"{name}={value!r} must be a finite number > 0.")
+
+
+def _check_range(name: str, value: float, low: float, high: float, high_open: bool = True) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value < high:
+        raise ValueError(f"{name}={value!r} must be in [{low}, {high}).")
+
+
+def _check_n_p(n_p: int | float) -> None:
+    if isinstance(n_p, bool) or not isinstance(n_p, (int, float)):
+        raise ValueError(f"n_p={n_p!r} must be an int number of steps (≥ 0) or a float fraction in (0, 1).")
+    if isinstance(n_p, int) and n_p < 0:
+        raise ValueError(f"n_p={n_p!r} must be ≥ 0 when given in steps.")
+    if isinstance(n_p, float) and not 0.0 < n_p < 1.0:
+        raise ValueError(f"n_p={n_p!r} as a fraction of the total steps must be in (0, 1).")
