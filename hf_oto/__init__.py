@@ -10,6 +10,7 @@ from .groups import Group, GroupBlock, GroupSet, ParamSlice, build_groups
 from .hspg import HSPG
 from .hub import load_slim, register_auto_classes
 from .slim import SlimReport, model_shape, slim_model
+from .trainer import OTOTrainer, OTOTrainingArguments
 
 register_auto_classes()
 
@@ -23,6 +24,8 @@ __all__ = [
     "GroupSet",
     "HSPG",
     "OTOLoadError",
+    "OTOTrainer",
+    "OTOTrainingArguments",
     "ParamSlice",
     "SlimReport",
     "UnsupportedModelError",

@@ -1,0 +1,469 @@
+"""`OTOTrainingArguments` and `OTOTrainer`: a drop-in `transformers.Trainer` that trains and compresses in one run.
+
+The trainer overrides only what it must:
+
+- `create_optimizer`: builds the zero-invariant groups and HSPG (with the Trainer's lr, schedule,
+  decay/no-decay split and total step count).
+- `log`: adds ``oto/*`` sparsity metrics to every training log.
+- `save_model` / `_save_checkpoint`: checkpoints stay dense (so resume is exact); the final save is slim.
+- `create_model_card` / `push_to_hub` / `_push_from_checkpoint`: the OTO card and the slim folder only.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from huggingface_hub import HfApi
+from transformers import PreTrainedModel, Trainer, TrainingArguments
+from transformers.trainer_utils import HubStrategy
+
+from .architectures import base_model_type, get_spec
+from .groups import ATTENTION, FFN, GroupSet, build_groups
+from .hspg import HSPG
+from .model_card import PLOT_FILE, plot_layers, render_model_card
+from .modeling_oto import _auto_class_name, replace_directory
+from .slim import SlimReport, model_shape, slim_model
+
+logger = logging.getLogger(__name__)
+
+PRUNE_CHOICES = {"heads": (ATTENTION,), "ffn": (FFN,), "both": (ATTENTION, FFN)}
+
+
+@dataclass
+class OTOTrainingArguments(TrainingArguments):
+    r"""`TrainingArguments` plus the Only-Train-Once settings (all prefixed ``oto_``).
+
+    Parameters:
+        oto_lambda (`float`, defaults to `1e-3`):
+            Group-lasso weight λ of HSPG's objective f(x) + λ Σ_g ‖x_g‖. Without a target sparsity, λ and
+            `oto_epsilon` alone decide how many groups reach zero.
+        oto_epsilon (`float`, defaults to `0.0`):
+            Half-space control ε ∈ [0, 1): a group is projected to zero when its trial step x̃ satisfies
+            x̃ᵀx < ε‖x‖². Larger values project more aggressively.
+        oto_n_p (`float`, defaults to `0.25`):
+            Switch step from HSPG's subgradient stage to its half-space stage: a fraction in (0, 1) of the
+            total training steps, or a whole number (≥ 1) of steps.
+        oto_target_group_sparsity (`float` or `None`, defaults to `None`):
+            Fraction in [0, 1) of the prunable groups (attention heads / KV groups and FFN neurons) to drive to
+            exactly zero during training. The optimizer reaches exactly ⌊s·N⌋ zero groups by 80% of training
+            and never overshoots. `None`: λ and ε decide.
+        oto_variant (`str`, defaults to `"adamw"`):
+            HSPG's base direction: `"adamw"` (the Trainer's adam_beta1/adam_beta2/adam_epsilon/weight_decay)
+            or `"sgd"` (heavy-ball momentum `oto_momentum`).
+        oto_momentum (`float`, defaults to `0.9`):
+            Heavy-ball momentum of the `"sgd"` variant.
+        oto_prune (`str`, defaults to `"both"`):
+            Which structures may be pruned: `"heads"`, `"ffn"` or `"both"`.
+        oto_unprunable_layers (`list[int]`, defaults to `[]`):
+            Layer indices whose heads and neurons are never pruned.
+        oto_save_slim (`bool`, defaults to `True`):
+            Whether `save_model()` writes the physically slim model (checkpoints always stay dense).
+        oto_verify_tolerance (`float` or `None`, defaults to `None`):
+            Maximum absolute output difference allowed between the slim model and the dense group-sparse model
+            when saving; `None` means 1e-5 for float32 models.
+        oto_flops_seq_len (`int`, defaults to `128`):
+            Sequence length at which FLOPs per token are reported (logs, model card).
+        oto_skip_nonfinite_steps (`bool`, defaults to `False`):
+            Skip an optimizer step whose gradients hold NaN/Inf instead of raising an error naming the parameter.
+    """
+
+    oto_lambda: float = field(default=1e-3, metadata={"help": "Group-lasso weight λ (≥ 0)."})
+    oto_epsilon: float = field(default=0.0, metadata={"help": "Half-space control ε in [0, 1)."})
+    oto_n_p: float = field(
+        default=0.25,
+        metadata={"help": "Switch step to the half-space stage: fraction in (0, 1) of total steps, or whole steps."},
+    )
+    oto_target_group_sparsity: float | None = field(
+        default=None, metadata={"help": "Fraction in [0, 1) of prunable groups to drive to exactly zero."}
+    )
+    oto_variant: str = field(default="adamw", metadata={"help": "HSPG base direction: adamw or sgd."})
+    oto_momentum: float = field(default=0.9, metadata={"help": "Heavy-ball momentum of the sgd variant."})
+    oto_prune: str = field(default="both", metadata={"help": "Structures to prune: heads, ffn or both."})
+    oto_unprunable_layers: list[int] = field(
+        default_factory=list, metadata={"help": "Layer indices that are never pruned."}
+    )
+    oto_save_slim: bool = field(default=True, metadata={"help": "Write the physically slim model on save_model()."})
+    oto_verify_tolerance: float | None = field(
+        default=None, metadata={"help": "Max abs output difference slim vs dense when saving (default 1e-5 fp32)."}
+    )
+    oto_flops_seq_len: int = field(default=128, metadata={"help": "Sequence length for FLOPs-per-token reports."})
+    oto_skip_nonfinite_steps: bool = field(
+        default=False, metadata={"help": "Skip steps with NaN/Inf gradients instead of raising."}
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        problems = []
+        if not self.oto_lambda >= 0:
+            problems.append(f"oto_lambda={self.oto_lambda} must be ≥ 0")
+        if not 0 <= self.oto_epsilon < 1:
+            problems.append(f"oto_epsilon={self.oto_epsilon} must be in [0, 1)")
+        if not (0 < self.oto_n_p < 1 or (self.oto_n_p >= 0 and float(self.oto_n_p).is_integer())):
+            problems.append(f"oto_n_p={self.oto_n_p} must be a fraction in (0, 1) or a whole number of steps ≥ 0")
+        if self.oto_target_group_sparsity is not None and not 0 <= self.oto_target_group_sparsity < 1:
+            problems.append(f"oto_target_group_sparsity={self.oto_target_group_sparsity} must be in [0, 1)")
+        if self.oto_variant not in ("adamw", "sgd"):
+            problems.append(f"oto_variant={self.oto_variant!r} must be 'adamw' or 'sgd'")
+        if not 0 <= self.oto_momentum < 1:
+            problems.append(f"oto_momentum={self.oto_momentum} must be in [0, 1)")
+        if self.oto_prune not in PRUNE_CHOICES:
+            problems.append(f"oto_prune={self.oto_prune!r} must be one of {sorted(PRUNE_CHOICES)}")
+        if any(not isinstance(i, int) or i < 0 for i in self.oto_unprunable_layers):
+            problems.append(f"oto_unprunable_layers={self.oto_unprunable_layers} must be layer indices ≥ 0")
+        if self.oto_verify_tolerance is not None and not self.oto_verify_tolerance > 0:
+            problems.append(f"oto_verify_tolerance={self.oto_verify_tolerance} must be > 0")
+        if self.oto_flops_seq_len < 1:
+            problems.append(f"oto_flops_seq_len={self.oto_flops_seq_len} must be ≥ 1")
+        if self.push_to_hub and self.hub_strategy in (HubStrategy.CHECKPOINT, HubStrategy.ALL_CHECKPOINTS):
+            problems.append(
+                f"hub_strategy={self.hub_strategy.value!r} would push dense checkpoints; OTOTrainer pushes only slim "
+                "models. Use hub_strategy='every_save' (a slim snapshot at each save) or 'end'"
+            )
+        if problems:
+            raise ValueError("Invalid OTO arguments: " + "; ".join(problems) + ".")
+
+    @property
+    def oto_n_p_value(self) -> int | float:
+        """`oto_n_p` as HSPG takes it: an int number of steps, or a float fraction."""
+        return self.oto_n_p if 0 < self.oto_n_p < 1 else int(self.oto_n_p)
+
+    def oto_settings(self) -> dict[str, Any]:
+        """The OTO settings, as recorded in the slim config and the model card."""
+        return {name: getattr(self, name) for name in self.__dataclass_fields__ if name.startswith("oto_")}
+
+
+def loss_uses_num_items_in_batch(model: torch.nn.Module) -> bool:
+    """Whether the model's loss really consumes the Trainer's `num_items_in_batch`.
+
+    Models whose `forward` takes ``**kwargs`` but computes its own mean loss (BERT classifiers, QA heads)
+    ignore it; the Trainer would still multiply their loss by the process count (DESIGN.md §2), which
+    changes HSPG's balance between the gradient and λ. Those models are trained with a plain mean loss.
+    """
+    try:
+        source = inspect.getsource(type(model).forward)
+    except (OSError, TypeError):
+        return False
+    return any("loss_function(" in line and "**kwargs" in line for line in source.splitlines())
+
+
+class OTOTrainer(Trainer):
+    """`transformers.Trainer` that trains with HSPG and saves a physically slim model.
+
+    Same constructor as `Trainer`; pass `OTOTrainingArguments` as `args`. After `save_model()`,
+    `trainer.slim_report` holds the dense/slim accounting and `trainer.slim_model` the slim model.
+    """
+
+    def __init__(
+        self, model: PreTrainedModel | torch.nn.Module | None = None, args: TrainingArguments | None = None, *a, **kw
+    ):
+        if args is not None and not isinstance(args, OTOTrainingArguments):
+            raise TypeError(
+                f"OTOTrainer needs OTOTrainingArguments, got {type(args).__name__}; build your arguments with "
+                "hf_oto.OTOTrainingArguments (same fields as TrainingArguments plus oto_*)."
+            )
+        if args is None:
+            args = OTOTrainingArguments(output_dir="tmp_trainer")
+        super().__init__(model, args, *a, **kw)
+        if self.is_fsdp_enabled:
+            raise NotImplementedError(
+                "OTOTrainer does not support FSDP yet: HSPG needs whole-group norms, which FSDP shards across ranks. "
+                "Train with DDP (torchrun / accelerate launch --multi_gpu) instead."
+            )
+        self.oto_groups: GroupSet | None = None
+        self.slim_report: SlimReport | None = None
+        self.slim_model: PreTrainedModel | None = None
+        self._oto_in_checkpoint = False
+        self._oto_saved_files: list[str] = []
+        self._oto_dense_shape = None
+        if self.model is not None:
+            self._check_model_and_data()
+            if not loss_uses_num_items_in_batch(self.accelerator.unwrap_model(self.model)):
+                self.model_accepts_loss_kwargs = False
+
+    # ------------------------------------------------------------------ validation
+
+    def _check_model_and_data(self) -> None:
+        model = self.accelerator.unwrap_model(self.model)
+        get_spec(model)  # UnsupportedModelError lists the supported families
+        groups = self._build_groups(model)
+        prunable = int(groups.prunable_mask().sum())
+        if prunable == 0:
+            raise ValueError(
+                f"nothing is prunable: oto_prune={self.args.oto_prune!r} with oto_unprunable_layers="
+                f"{self.args.oto_unprunable_layers} leaves 0 of {len(groups)} groups prunable. Remove layers from "
+                "oto_unprunable_layers or widen oto_prune."
+            )
+        target = self.args.oto_target_group_sparsity
+        if target is not None:
+            kinds = PRUNE_CHOICES[self.args.oto_prune]
+            removable = prunable - len(kinds)  # keep at least one group of every structure asked to prune
+            if int(target * prunable) > removable:
+                names = " and ".join("attention heads" if kind == ATTENTION else "FFN neurons" for kind in kinds)
+                raise ValueError(
+                    f"oto_target_group_sparsity={target} asks for {int(target * prunable)} of {prunable} prunable groups "
+                    f"to be zero, which could remove every one of the model's {names}. Lower it to at most "
+                    f"{removable / prunable:.3f}."
+                )
+        dataset = self.train_dataset
+        if dataset is not None and hasattr(dataset, "__len__") and len(dataset) == 0:
+            raise ValueError(
+                "train_dataset has 0 examples; OTOTrainer needs data to train on. Check your data files/filters."
+            )
+
+    def _build_groups(self, model: torch.nn.Module) -> GroupSet:
+        return build_groups(
+            model, prune=PRUNE_CHOICES[self.args.oto_prune], unprunable_layers=self.args.oto_unprunable_layers
+        )
+
+    # ------------------------------------------------------------------ optimizer
+
+    def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
+        """HSPG over the model's zero-invariant groups, with the Trainer's lr, decay split and step count."""
+        if self.optimizer is not None:
+            return self.optimizer
+        opt_model = self.model if model is None else model
+        unwrapped = self.accelerator.unwrap_model(opt_model)
+        self.oto_groups = self._build_groups(unwrapped)
+        self._oto_dense_shape = model_shape(unwrapped, self.args.oto_flops_seq_len)
+        decay = set(self.get_decay_parameter_names(opt_model))
+        named = [(n, p) for n, p in opt_model.named_parameters() if p.requires_grad]
+        param_groups = [
+            {"params": [p for n, p in named if n in decay], "weight_decay": self.args.weight_decay},
+            {"params": [p for n, p in named if n not in decay], "weight_decay": 0.0},
+        ]
+        args = self.args
+        self.optimizer = HSPG(
+            [g for g in param_groups if g["params"]],
+            self.oto_groups,
+            lr=args.learning_rate,
+            lam=args.oto_lambda,
+            epsilon=args.oto_epsilon,
+            n_p=args.oto_n_p_value,
+            variant=args.oto_variant,
+            betas=(args.adam_beta1, args.adam_beta2),
+            eps=args.adam_epsilon,
+            momentum=args.oto_momentum if args.oto_variant == "sgd" else 0.0,
+            target_group_sparsity=args.oto_target_group_sparsity,
+            total_steps=self.state.max_steps if self.state.max_steps and self.state.max_steps > 0 else None,
+            skip_nonfinite_steps=args.oto_skip_nonfinite_steps,
+        )
+        return self.optimizer
+
+    @property
+    def hspg(self) -> HSPG | None:
+        """The HSPG instance (unwrapped from accelerate's AcceleratedOptimizer)."""
+        optimizer = self.optimizer
+        while optimizer is not None and not isinstance(optimizer, HSPG):
+            optimizer = getattr(optimizer, "optimizer", None)
+        return optimizer
+
+    # ------------------------------------------------------------------ logging
+
+    def oto_metrics(self) -> dict[str, float]:
+        """Sparsity and kept-cost figures for the logs (cheap: one norm pass is not needed, masks suffice)."""
+        hspg = self.hspg
+        if hspg is None or self.oto_groups is None:
+            return {}
+        report = hspg.sparsity_report()
+        zero = hspg.zero_mask().cpu()
+        params_removed, flops_removed = _removed_costs(self.oto_groups, zero, self.args.oto_flops_seq_len)
+        dense = self._oto_dense_shape
+        return {
+            "oto/group_sparsity": float(report["group_sparsity"]),
+            "oto/zero_groups": float(report["zero_groups"]),
+            "oto/zero_heads": float(report["zero_heads"]),
+            "oto/zero_ffn_neurons": float(report["zero_ffn_neurons"]),
+            "oto/params_kept_ratio": 1.0 - params_removed / dense.params,
+            "oto/flops_kept_ratio": 1.0 - flops_removed / dense.flops_per_token,
+            "oto/stage": float(report["stage"]),
+        }
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        if not any(key.startswith(("eval_", "test_")) for key in logs):
+            logs = {**logs, **self.oto_metrics()}
+        super().log(logs, *args, **kwargs)
+
+    # ------------------------------------------------------------------ saving
+
+    def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
+        """Checkpoints stay dense (weights, optimizer and HSPG state), so that resuming is exact."""
+        self._oto_in_checkpoint = True
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._oto_in_checkpoint = False
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Write the slim Hub-format model, tokenizer/processor, model card and plot to `output_dir`.
+
+        Checkpoints (and everything when `oto_save_slim=False`) use the Trainer's dense save."""
+        if self._oto_in_checkpoint or not self.args.oto_save_slim:
+            return super().save_model(output_dir, _internal_call)
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        if self.args.should_save:
+            self._save_slim(output_dir)
+        if self.args.push_to_hub and not _internal_call:
+            self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
+
+    def _save_slim(self, output_dir: str) -> None:
+        model = self.accelerator.unwrap_model(self.model)
+        groups = self.oto_groups if self.oto_groups is not None else self._build_groups(model)
+        slim, report = slim_model(
+            model,
+            groups,
+            seq_len=self.args.oto_flops_seq_len,
+            atol=self.args.oto_verify_tolerance,
+            settings=self.args.oto_settings(),
+        )
+        output_dir = os.path.abspath(output_dir)
+        parent = os.path.dirname(output_dir)
+        os.makedirs(parent, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.oto-", dir=parent)
+        try:
+            slim.save_pretrained(staging)
+            tokenizer = self.processing_class
+            if tokenizer is None and getattr(self.data_collator, "tokenizer", None) is not None:
+                tokenizer = self.data_collator.tokenizer
+            if tokenizer is not None:
+                tokenizer.save_pretrained(staging)
+            else:
+                logger.warning(
+                    "OTOTrainer has no tokenizer or processor: saved the slim model without one. Pass "
+                    "processing_class=<your tokenizer> to OTOTrainer to save it next to the model."
+                )
+            with open(os.path.join(staging, "training_args.json"), "w") as handle:
+                handle.write(self.args.to_json_string())
+            self.slim_report, self.slim_model = report, slim
+            self._write_card(staging, slim)
+            files = sorted(os.listdir(staging))
+            replace_directory(staging, output_dir)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        self._oto_saved_files = files
+        logger.info("Saved the slim model to %s:\n%s", output_dir, report)
+
+    def _card_text(self, slim: PreTrainedModel, **overrides: Any) -> str:
+        model_name = overrides.pop("model_name", None) or (
+            self.args.hub_model_id.split("/")[-1]
+            if self.args.hub_model_id
+            else os.path.basename(os.path.abspath(self.args.output_dir))
+        )
+        source = getattr(self.accelerator.unwrap_model(self.model).config, "_name_or_path", "") or None
+        finetuned = overrides.pop("finetuned_from", None) or source
+        dataset = overrides.pop("dataset", None) or overrides.pop("dataset_tags", None)
+        tags = overrides.pop("tags", None)
+        return render_model_card(
+            self.slim_report,
+            model_name=model_name,
+            repo_id=self.args.hub_model_id or model_name,
+            auto_class=_auto_class_name(type(slim)._oto_base_class),
+            base_model=finetuned if finetuned and not os.path.isdir(finetuned) else None,
+            base_model_type=base_model_type(slim.config),
+            settings=self.args.oto_settings(),
+            metrics=self._latest_eval_metrics(),
+            datasets=[dataset] if isinstance(dataset, str) else dataset,
+            tags=[tags] if isinstance(tags, str) else tags,
+            language=overrides.pop("language", None),
+            license=overrides.pop("license", None),
+        )
+
+    def _write_card(self, folder: str, slim: PreTrainedModel, **overrides: Any) -> None:
+        with open(os.path.join(folder, "README.md"), "w", encoding="utf-8") as handle:
+            handle.write(self._card_text(slim, **overrides))
+        plot_layers(self.slim_report, os.path.join(folder, PLOT_FILE))
+
+    def _latest_eval_metrics(self) -> dict[str, float]:
+        for entry in reversed(self.state.log_history):
+            metrics = {
+                k: v for k, v in entry.items() if k.startswith("eval_") and not k.endswith(("_runtime", "_per_second"))
+            }
+            if metrics:
+                return metrics
+        return {}
+
+    def create_model_card(self, **kwargs: Any) -> None:
+        """Re-render the OTO card (never the Trainer's generic card) with any metadata passed here."""
+        if not self.is_world_process_zero() or self.slim_model is None:
+            return
+        kwargs.pop("tasks", None), kwargs.pop("dataset_args", None)
+        self._write_card(self.args.output_dir, self.slim_model, **kwargs)
+
+    def push_to_hub(
+        self,
+        commit_message: str | None = "End of training",
+        blocking: bool = True,
+        token: str | None = None,
+        revision: str | None = None,
+        private: bool | None = None,
+        **kwargs: Any,
+    ):
+        """Save the slim model and upload exactly the files of the slim folder (never checkpoints or dense weights)."""
+        if not self.args.oto_save_slim:
+            return super().push_to_hub(commit_message, blocking, token, revision, private, **kwargs)
+        self.callback_handler.on_push_begin(self.args, self.state, self.control)
+        token = token if token is not None else self.args.hub_token
+        if self.hub_model_id is None:
+            self.init_hf_repo(token=token, private=private)
+        self.save_model(_internal_call=True)
+        if not self.is_world_process_zero():
+            return None
+        self.create_model_card(**kwargs)
+        self._finish_current_push()
+        return HfApi().upload_folder(
+            repo_id=self.hub_model_id,
+            folder_path=self.args.output_dir,
+            commit_message=commit_message,
+            token=token,
+            run_as_future=not blocking,
+            allow_patterns=list(self._oto_saved_files),
+            revision=revision if revision is not None else self.args.hub_revision,
+        )
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        """hub_strategy='every_save': push a consistent slim snapshot of the current model, never the dense checkpoint."""
+        if not self.is_world_process_zero() or self.args.hub_strategy == HubStrategy.END:
+            return
+        if not self.args.oto_save_slim:
+            return super()._push_from_checkpoint(checkpoint_folder)
+        if self.push_in_progress is not None and not self.push_in_progress.is_done() and not self.args.hub_always_push:
+            return
+        self._save_slim(self.args.output_dir)
+        job = HfApi().upload_folder(
+            repo_id=self.hub_model_id,
+            folder_path=self.args.output_dir,
+            commit_message=f"Training in progress, step {self.state.global_step} (slim snapshot)",
+            token=self.args.hub_token,
+            run_as_future=True,
+            allow_patterns=list(self._oto_saved_files),
+            revision=self.args.hub_revision,
+        )
+        from transformers.utils.hub import PushInProgress
+
+        self.push_in_progress = PushInProgress([job])
+
+
+def _removed_costs(groups: GroupSet, zero: torch.Tensor, seq_len: int) -> tuple[float, float]:
+    """Parameters and FLOPs per token removed by the zero groups (per-block constants, no per-group loop)."""
+    params = flops = 0.0
+    for block, (start, end) in zip(groups.blocks, groups.block_ranges(), strict=True):
+        count = float(zero[start:end].sum())
+        if not count:
+            continue
+        weights = sum(p.param.numel() for p in block.slices if p.param.dim() == 2) / block.num_groups
+        params += count * block.group_size
+        flops += count * 2 * weights
+        if block.structure == ATTENTION:
+            head_dim = block.slices[0].param.shape[0] // (block.num_groups * (block.queries_per_group))
+            flops += count * 4 * seq_len * head_dim * block.queries_per_group
+    return params, flops
+
+
+__all__ = ["OTOTrainer", "OTOTrainingArguments", "loss_uses_num_items_in_batch"]
