@@ -9,10 +9,12 @@ from .errors import OTOLoadError, UnsupportedModelError, ZeroInvarianceError
 from .groups import Group, GroupBlock, GroupSet, ParamSlice, build_groups
 from .hspg import HSPG
 from .hub import load_slim, register_auto_classes
+from .pipelines import QuestionAnsweringPipeline, register_question_answering_pipeline
 from .slim import SlimReport, model_shape, slim_model
 from .trainer import OTOTrainer, OTOTrainingArguments
 
 register_auto_classes()
+register_question_answering_pipeline()
 
 __version__ = "0.1.0"
 
@@ -27,6 +29,7 @@ __all__ = [
     "OTOTrainer",
     "OTOTrainingArguments",
     "ParamSlice",
+    "QuestionAnsweringPipeline",
     "SlimReport",
     "UnsupportedModelError",
     "ZeroInvarianceError",

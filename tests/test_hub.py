@@ -164,6 +164,23 @@ def test_text_classification_pipeline_on_reloaded_slim_model(tmp_path, tiny_toke
     assert prediction["label"] in {"LABEL_0", "LABEL_1"} and 0 <= prediction["score"] <= 1
 
 
+def test_question_answering_pipeline_on_reloaded_slim_model(tmp_path, tiny_tokenizer):
+    """transformers 5.23+ removed its QA pipeline; `import hf_oto` registers an extractive one under that name."""
+    _, _, folder = slim_folder(tmp_path, tokenizer=tiny_tokenizer)
+    code = f"""
+import hf_oto, transformers, json
+qa = transformers.pipeline("question-answering", model={str(folder)!r})
+context = "alice was born in paris in 1984."
+answer = qa(question="where was alice born?", context=context)
+assert answer["answer"] == context[answer["start"]:answer["end"]] and answer["answer"], answer
+print(json.dumps(answer))
+"""
+    result = run_python(code, block_hf_oto=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    answer = json.loads(result.stdout.strip().splitlines()[-1])
+    assert 0 <= answer["score"] <= 1
+
+
 def test_mismatched_weights_raise_naming_the_tensor(tmp_path):
     _, _, folder = slim_folder(tmp_path)
     config = json.loads((folder / "config.json").read_text())
