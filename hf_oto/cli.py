@@ -1,0 +1,507 @@
+"""The ``hf-oto`` command: ``hf-oto demo`` (train and compress a QA model offline) and ``hf-oto inspect DIR``.
+
+``hf-oto demo`` generates a reading-comprehension set (`hf_oto.synthetic_qa`), builds a WordPiece tokenizer
+from it, and trains a small BERT from scratch with `OTOTrainer`, which removes a target share of attention
+heads and FFN neurons during that same run. It then prints what the compression bought (parameters, FLOPs,
+measured latency) and what it cost (EM/F1 of the slim model, equal to the group-sparse model's), saves the
+Hub-format folder, reloads it with plain ``from_pretrained(..., trust_remote_code=True)`` and answers a
+question with it. ``--model`` and ``--data`` switch to a real pretrained BERT folder and real SQuAD v1.1 JSON.
+
+``hf-oto inspect DIR`` describes a saved slim model from its ``config.json`` alone: per-layer shapes,
+parameters and FLOPs dense vs slim, and the OTO settings it was trained with.
+
+Bad input (a missing folder, a folder that holds no hf_oto model, an unsupported model, an unreadable data
+file) ends with a one-line message on stderr and exit status 2, never a traceback. Set ``HF_OTO_DEBUG=1``
+to see the traceback of an unexpected error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILURE = 1
+
+
+class CLIError(Exception):
+    """A problem with the user's input; reported as one line, without a traceback."""
+
+
+# --------------------------------------------------------------------------------------------------------------
+# hf-oto inspect
+# --------------------------------------------------------------------------------------------------------------
+
+
+def read_slim_config(folder: str) -> dict[str, Any]:
+    """The ``config.json`` of a saved hf_oto slim model, or `CLIError` saying why `folder` is not one."""
+    if not os.path.exists(folder):
+        raise CLIError(f"{folder} does not exist")
+    if not os.path.isdir(folder):
+        raise CLIError(f"{folder} is not a folder; pass the folder that save_model / save_pretrained wrote")
+    path = os.path.join(folder, "config.json")
+    if not os.path.isfile(path):
+        raise CLIError(f"{folder} has no config.json; it is not a saved model folder")
+    try:
+        with open(path) as handle:
+            config = json.load(handle)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CLIError(f"{path} is not readable JSON ({error})") from None
+    if not isinstance(config, dict):
+        raise CLIError(f"{path} is not a model config (expected a JSON object)")
+    model_type = str(config.get("model_type", ""))
+    needed = ("oto_num_attention_heads", "oto_num_key_value_heads", "oto_intermediate_sizes", "oto_layout")
+    if not model_type.startswith("oto_") or any(key not in config for key in needed):
+        raise CLIError(
+            f"{folder} holds a {model_type or 'unknown'!r} model, not an hf_oto slim model "
+            "(train it with OTOTrainer, or slim it with hf_oto.slim_model)"
+        )
+    return config
+
+
+def _fmt_ratio(dense: float, slim: float) -> str:
+    return f"{slim / dense:6.1%}" if dense else "   n/a"
+
+
+def format_inspection(folder: str, config: dict[str, Any]) -> str:
+    """The text `hf-oto inspect` prints for one slim config."""
+    layout = config["oto_layout"]
+    head_dim = int(layout["head_dim"])
+    hidden = config.get("hidden_size") or config.get("dim") or config.get("d_model")
+    heads, kv_heads, ffn = (
+        config[k] for k in ("oto_num_attention_heads", "oto_num_key_value_heads", "oto_intermediate_sizes")
+    )
+    report = config.get("oto_report") or {}
+    dense_heads = report.get("dense_heads") or [None] * len(heads)
+    dense_kv = report.get("dense_kv_heads") or [None] * len(heads)
+    dense_ffn = report.get("dense_ffn") or [None] * len(heads)
+    weights = [
+        name
+        for name in ("model.safetensors", "model.safetensors.index.json")
+        if os.path.exists(os.path.join(folder, name))
+    ]
+
+    def kept(value, dense) -> str:
+        return f"{value}/{dense}" if dense is not None else str(value)
+
+    lines = [
+        f"hf_oto slim model: {os.path.abspath(folder)}",
+        f"  family {layout.get('family')} (model_type {config.get('model_type')}, "
+        f"{', '.join(config.get('architectures') or ['?'])})",
+        f"  {len(heads)} layers, hidden size {hidden}, head dim {head_dim}; weights: {', '.join(weights) or 'MISSING'}",
+        "",
+    ]
+    if report:
+        lines += [f"  {'':<22}{'dense':>15}{'slim':>15}{'kept':>9}"]
+        for key, label in (
+            ("params", "params"),
+            ("non_embedding_params", "non-embedding params"),
+            ("flops_per_token", f"FLOPs/token @{report.get('seq_len', '?')}"),
+        ):
+            if key in report:
+                dense, slim = report[key]
+                lines.append(f"  {label:<22}{dense:>15,}{slim:>15,}{_fmt_ratio(dense, slim):>9}")
+        lines.append("")
+    else:
+        lines += ["  (no dense/slim report recorded in config.json)", ""]
+
+    ffn_in = ", ".join(layout.get("ffn_in", []))
+    lines.append(
+        f"  {'layer':>5}  {'heads':>7}  {'kv heads':>8}  {'ffn':>11}  "
+        f"{'q / k / v (out x in)':<30}  {'o (out x in)':<14}  ffn in / out ({ffn_in} / {layout.get('ffn_out')})"
+    )
+    for index, (h, kv, width) in enumerate(zip(heads, kv_heads, ffn)):
+        q, k = h * head_dim, kv * head_dim
+        lines.append(
+            f"  {index:>5}  {kept(h, dense_heads[index]):>7}  {kept(kv, dense_kv[index]):>8}  "
+            f"{kept(width, dense_ffn[index]):>11}  "
+            f"{f'{q}x{hidden} / {k}x{hidden} / {k}x{hidden}':<30}  {f'{hidden}x{q}':<14}  "
+            f"{width}x{hidden} / {hidden}x{width}"
+        )
+    if report.get("dense_heads"):
+        total = sum(report["dense_heads"])
+        total_ffn = sum(report["dense_ffn"])
+        lines.append(
+            f"  {'total':>5}  {sum(heads):>3}/{total:<3}  {'':>8}  {sum(ffn):>5}/{total_ffn:<5}  "
+            f"({1 - sum(heads) / total:.1%} of heads and {1 - sum(ffn) / total_ffn:.1%} of FFN neurons removed)"
+        )
+    settings = config.get("oto_settings") or {}
+    lines += ["", "  OTO settings:" if settings else "  OTO settings: (none recorded)"]
+    for key in sorted(settings):
+        lines.append(f"    {key}: {settings[key]}")
+    return "\n".join(lines)
+
+
+def inspect_command(args: argparse.Namespace) -> int:
+    config = read_slim_config(args.folder)
+    print(format_inspection(args.folder, config))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------------------
+# hf-oto demo
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _check_model_folder(path: str) -> None:
+    """One-line errors for a --model that is missing, not a model folder, or of an unsupported family."""
+    from .architectures import get_spec
+    from .errors import UnsupportedModelError
+
+    if not os.path.isdir(path):
+        raise CLIError(f"--model {path}: no such folder (pass a local pretrained model folder)")
+    config_path = os.path.join(path, "config.json")
+    if not os.path.isfile(config_path):
+        raise CLIError(f"--model {path}: no config.json; it is not a saved model folder")
+    try:
+        with open(config_path) as handle:
+            config = json.load(handle)
+    except (OSError, json.JSONDecodeError) as error:
+        raise CLIError(f"--model {path}: config.json is not readable JSON ({error})") from None
+    model_type = str(config.get("model_type", "")) if isinstance(config, dict) else ""
+    if model_type.startswith("oto_"):
+        raise CLIError(f"--model {path} is already an hf_oto slim model; start from a dense pretrained model")
+
+    class _Config:
+        pass
+
+    probe = _Config()
+    probe.model_type = model_type
+    try:
+        get_spec(probe)
+    except UnsupportedModelError as error:
+        raise CLIError(f"--model {path}: {error}") from None
+
+
+def _load_questions(path: str):
+    from .qa import load_squad_json
+
+    if not os.path.isfile(path):
+        raise CLIError(f"--data {path}: no such file (pass a SQuAD v1.1 JSON file)")
+    if not os.access(path, os.R_OK):
+        raise CLIError(f"--data {path}: the file is not readable")
+    try:
+        questions = load_squad_json(path)
+    except ValueError as error:
+        raise CLIError(f"--data {path}: {str(error).splitlines()[0]}") from None
+    if len(questions) == 0:
+        raise CLIError(f"--data {path}: the file holds no questions")
+    return questions
+
+
+def _article_split(questions, eval_fraction: float = 0.1):
+    """Hold out whole articles (titles) for evaluation, so no paragraph is shared with training."""
+    titles = list(dict.fromkeys(questions["title"]))
+    if len(titles) < 2:
+        cut = max(1, int(len(questions) * (1 - eval_fraction)))
+        return questions.select(range(cut)), questions.select(range(cut, len(questions)))
+    held_out = set(titles[-max(1, round(len(titles) * eval_fraction)) :])
+    train = [i for i, t in enumerate(questions["title"]) if t not in held_out]
+    evaluation = [i for i, t in enumerate(questions["title"]) if t in held_out]
+    return questions.select(train), questions.select(evaluation)
+
+
+def _median_latency_ms(models: Sequence, inputs: dict, rounds: int) -> list[float]:
+    """Median forward time of each model on `inputs`, measured interleaved (A, B, A, B, ...) after a warm-up."""
+    import torch
+
+    timings: list[list[float]] = [[] for _ in models]
+    with torch.inference_mode():
+        for model in models:
+            model.eval()
+            model(**inputs)
+        for _ in range(rounds):
+            for index, model in enumerate(models):
+                start = time.perf_counter()
+                model(**inputs)
+                timings[index].append((time.perf_counter() - start) * 1000)
+    return [sorted(t)[len(t) // 2] for t in timings]
+
+
+def _demo_config(vocab_size: int, max_seq_length: int):
+    from transformers import BertConfig
+
+    return BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=8,
+        intermediate_size=512,
+        max_position_embeddings=max(128, max_seq_length),
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+
+
+def _row(label: str, dense: str, slim: str, note: str = "") -> str:
+    return f"  {label:<28}{dense:>16}{slim:>16}  {note}"
+
+
+def demo_command(args: argparse.Namespace) -> int:
+    if args.model is not None:
+        _check_model_folder(args.model)
+    if not 0.0 < args.target_sparsity < 1.0:
+        raise CLIError(f"--target_sparsity must be in (0, 1), got {args.target_sparsity}")
+    if args.max_steps < 1:
+        raise CLIError(f"--max_steps must be positive, got {args.max_steps}")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    started = time.perf_counter()
+    out = os.path.abspath(args.output_dir)
+    written: list[tuple[str, str]] = []
+
+    def step(number: int, text: str) -> None:
+        print(f"[{number}/6] {text} ({time.perf_counter() - started:.0f}s)", flush=True)
+
+    # Heavy imports only now, so `hf-oto inspect` and argument errors stay fast.
+    import datasets
+    import torch
+    import transformers
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+    from .metrics import load_squad_metric
+    from .qa import answer_question, evaluate_squad, prepare_eval_features, prepare_train_features
+    from .synthetic_qa import build_wordpiece_tokenizer, write_squad_splits
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.set_verbosity_error()
+    torch.manual_seed(args.seed)
+
+    # 1. data ---------------------------------------------------------------------------------------------
+    if args.data is not None:
+        step(1, f"reading {args.data}")
+        train_questions, eval_questions = _article_split(_load_questions(args.data))
+        data_name = os.path.basename(args.data)
+    else:
+        step(1, "generating the synthetic QA set")
+        train_path, eval_path = write_squad_splits(
+            os.path.join(out, "data"),
+            train_paragraphs=args.train_paragraphs,
+            validation_paragraphs=args.eval_paragraphs,
+            seed=args.seed,
+        )
+        written += [("synthetic train set", train_path), ("synthetic eval set", eval_path)]
+        train_questions, eval_questions = _load_questions(train_path), _load_questions(eval_path)
+        data_name = "synthetic QA (hf_oto.synthetic_qa)"
+    if args.max_eval_questions:
+        eval_questions = eval_questions.select(range(min(args.max_eval_questions, len(eval_questions))))
+    print(f"      {len(train_questions)} training and {len(eval_questions)} evaluation questions from {data_name}")
+
+    # 2. tokenizer and model ------------------------------------------------------------------------------
+    if args.model is not None:
+        step(2, f"loading {args.model}")
+        tokenizer = AutoTokenizer.from_pretrained(args.model)
+        model = AutoModelForQuestionAnswering.from_pretrained(args.model)
+        model_name = os.path.basename(os.path.normpath(args.model))
+    else:
+        step(2, "building a WordPiece tokenizer and a small BERT from scratch")
+        texts = [*train_questions["context"], *train_questions["question"]]
+        tokenizer = build_wordpiece_tokenizer(dict.fromkeys(texts), vocab_size=args.vocab_size)
+        model = AutoModelForQuestionAnswering.from_config(_demo_config(len(tokenizer), args.max_seq_length))
+        model_name = "BERT from scratch"
+    window = {"tokenizer": tokenizer, "max_seq_length": args.max_seq_length, "doc_stride": args.doc_stride}
+    train_features = train_questions.map(
+        prepare_train_features, batched=True, remove_columns=train_questions.column_names, fn_kwargs=window
+    )
+
+    # 3. train and compress in one run --------------------------------------------------------------------
+    step(3, f"training {model_name} with OTOTrainer (target group sparsity {args.target_sparsity})")
+    from .trainer import OTOTrainer, OTOTrainingArguments
+
+    training_args = OTOTrainingArguments(
+        output_dir=os.path.join(out, "trainer"),
+        max_steps=args.max_steps,
+        per_device_train_batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        warmup_steps=max(1, args.max_steps // 15),
+        weight_decay=0.01,
+        lr_scheduler_type="linear",
+        logging_steps=max(1, args.max_steps // 5),
+        save_strategy="no",
+        report_to=[],
+        seed=args.seed,
+        disable_tqdm=False,
+        oto_target_group_sparsity=args.target_sparsity,
+    )
+    trainer = OTOTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_features,
+        processing_class=tokenizer,
+        data_collator=transformers.default_data_collator,
+    )
+    trainer.train()
+    dense = trainer.model
+
+    # 4. save the slim model; reload it as a user would -------------------------------------------------
+    slim_dir = os.path.join(out, "slim-model")
+    step(4, f"saving the slim model to {slim_dir} and reloading it")
+    trainer.save_model(slim_dir)
+    report = trainer.slim_report
+    written.append(("slim model (Hub format)", slim_dir))
+    slim = AutoModelForQuestionAnswering.from_pretrained(slim_dir, trust_remote_code=True)
+    slim_tokenizer = AutoTokenizer.from_pretrained(slim_dir)
+
+    # 5. evaluate both, and time both -----------------------------------------------------------------
+    step(5, f"scoring both models on {len(eval_questions)} questions and timing them")
+    metric = load_squad_metric()
+    eval_kwargs = {"max_seq_length": args.max_seq_length, "doc_stride": args.doc_stride, "metric": metric}
+    dense_scores, _ = evaluate_squad(dense, tokenizer, eval_questions, **eval_kwargs)
+    slim_scores, _ = evaluate_squad(slim, slim_tokenizer, eval_questions, **eval_kwargs)
+    features = eval_questions.select(range(min(args.latency_batch, len(eval_questions)))).map(
+        prepare_eval_features, batched=True, remove_columns=eval_questions.column_names, fn_kwargs=window
+    )
+    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in features.column_names]
+    batch = {n: torch.tensor(features[n][: args.latency_batch]) for n in names}
+    dense_ms, slim_ms = _median_latency_ms([dense, slim], batch, args.latency_rounds)
+
+    # 6. answer a question with the reloaded model -----------------------------------------------------
+    step(6, "answering a question with the reloaded slim model")
+    example = eval_questions[0]
+    answer = answer_question(
+        slim,
+        slim_tokenizer,
+        example["question"],
+        example["context"],
+        max_seq_length=args.max_seq_length,
+        doc_stride=args.doc_stride,
+    )
+
+    # the table ------------------------------------------------------------------------------------------
+    d, s = report.dense, report.slim
+    lines = [
+        "",
+        f"hf-oto demo: {model_name}, {data_name}, {args.max_steps} steps, target group sparsity {args.target_sparsity}",
+        _row("", "dense", "slim", "kept / ratio"),
+        _row("parameters", f"{d.params:,}", f"{s.params:,}", f"{report.params_kept_ratio:.1%}"),
+        _row(
+            "non-embedding parameters",
+            f"{d.non_embedding_params:,}",
+            f"{s.non_embedding_params:,}",
+            f"{report.non_embedding_params_kept_ratio:.1%}",
+        ),
+        _row(
+            f"FLOPs/token @{report.seq_len}",
+            f"{d.flops_per_token:,}",
+            f"{s.flops_per_token:,}",
+            f"{report.flops_kept_ratio:.1%}",
+        ),
+        _row(
+            f"latency, batch {batch['input_ids'].shape[0]}x{batch['input_ids'].shape[1]}",
+            f"{dense_ms:.1f} ms",
+            f"{slim_ms:.1f} ms",
+            f"{dense_ms / slim_ms:.2f}x faster (median of {args.latency_rounds}, interleaved)",
+        ),
+        _row(
+            "exact match",
+            f"{dense_scores['exact_match']:.2f}",
+            f"{slim_scores['exact_match']:.2f}",
+            "dense = group-sparse trained model",
+        ),
+        _row("F1", f"{dense_scores['f1']:.2f}", f"{slim_scores['f1']:.2f}", "slim = reloaded from disk"),
+        "",
+        "  layer   heads kept   ffn neurons kept",
+    ]
+    for index, (h, hd, f, fd) in enumerate(zip(s.heads, d.heads, s.ffn, d.ffn)):
+        lines.append(f"  {index:>5}   {h:>4}/{hd:<6}  {f:>6}/{fd}")
+    lines += [
+        f"  total   {sum(s.heads):>4}/{sum(d.heads):<6}  {sum(s.ffn):>6}/{sum(d.ffn)}",
+        "",
+        f"  Q: {example['question']}",
+        f"  context: {example['context'][:200]}{'...' if len(example['context']) > 200 else ''}",
+        f"  slim model's answer: {answer['answer']!r} (score {answer['score']:.2f}); reference: {example['answers']['text'][0]!r}",
+    ]
+    print("\n".join(lines))
+
+    results = {
+        "model": model_name,
+        "data": data_name,
+        "max_steps": args.max_steps,
+        "target_group_sparsity": args.target_sparsity,
+        "report": report.to_dict(),
+        "dense": {**dense_scores, "latency_ms": dense_ms},
+        "slim": {**slim_scores, "latency_ms": slim_ms},
+        "example": {
+            "question": example["question"],
+            "answer": answer["answer"],
+            "reference": example["answers"]["text"][0],
+        },
+        "wall_time_s": time.perf_counter() - started,
+    }
+    results_path = os.path.join(out, "demo_results.json")
+    with open(results_path, "w") as handle:
+        json.dump(results, handle, indent=2)
+    written.append(("results", results_path))
+    print(f"\nFinished in {time.perf_counter() - started:.0f}s. Wrote:")
+    for label, path in written:
+        print(f"  {label:<24}{path}")
+    print(f"Inspect the slim model with: hf-oto inspect {slim_dir}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------------------
+# entry point
+# --------------------------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hf-oto", description="Only-Train-Once structured pruning for transformers.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="train and compress a small QA model offline, then compare dense vs slim")
+    demo.add_argument("--output_dir", default="hf-oto-demo", help="where data, the slim model and results go")
+    demo.add_argument(
+        "--model", default=None, help="a local pretrained BERT-family folder instead of BERT from scratch"
+    )
+    demo.add_argument("--data", default=None, help="a SQuAD v1.1 JSON file instead of the synthetic set")
+    demo.add_argument("--max_steps", type=int, default=800, help="training steps")
+    demo.add_argument("--target_sparsity", type=float, default=0.5, help="share of heads and FFN neurons to remove")
+    demo.add_argument("--learning_rate", type=float, default=1e-3)
+    demo.add_argument("--batch_size", type=int, default=32)
+    demo.add_argument("--max_seq_length", type=int, default=128)
+    demo.add_argument("--doc_stride", type=int, default=32)
+    demo.add_argument(
+        "--train_paragraphs", type=int, default=1500, help="synthetic training paragraphs (4 questions each)"
+    )
+    demo.add_argument("--eval_paragraphs", type=int, default=100, help="synthetic evaluation paragraphs")
+    demo.add_argument("--max_eval_questions", type=int, default=None, help="score on at most this many questions")
+    demo.add_argument("--vocab_size", type=int, default=2000, help="WordPiece vocabulary when training from scratch")
+    demo.add_argument("--latency_batch", type=int, default=32)
+    demo.add_argument("--latency_rounds", type=int, default=20)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(handler=demo_command)
+
+    inspect = commands.add_parser("inspect", help="describe a saved slim model from its folder")
+    inspect.add_argument("folder", help="a folder written by OTOTrainer.save_model or a slim model's save_pretrained")
+    inspect.set_defaults(handler=inspect_command)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``hf-oto``; returns the exit status (0, 1 on failure, 2 on bad input)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except CLIError as error:
+        print(f"hf-oto {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"hf-oto {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:
+        if os.environ.get("HF_OTO_DEBUG"):
+            raise
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(
+            f"hf-oto {args.command}: error: {type(error).__name__}: {message} (HF_OTO_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""The ``hf-oto`` command: `inspect` on a real slim folder, one-line errors on bad input, a short demo run."""
+
+import json
+import os
+import subprocess
+import sys
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+import torch
+import transformers
+
+import hf_oto
+from hf_oto.cli import main
+
+ENV = {
+    **os.environ,
+    "HF_HUB_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "OMP_NUM_THREADS": "1",
+    "HF_OTO_DEBUG": "",
+}
+
+
+def _run(*args, timeout=120):
+    """Run the installed entry point as a real process (python -m hf_oto.cli is the same function)."""
+    return subprocess.run(
+        [sys.executable, "-m", "hf_oto.cli", *args], capture_output=True, text=True, env=ENV, timeout=timeout
+    )
+
+
+@pytest.fixture(scope="module")
+def slim_folder(tmp_path_factory):
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        vocab_size=50,
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        intermediate_size=24,
+        max_position_embeddings=64,
+    )
+    model = transformers.BertForQuestionAnswering(config).eval()
+    groups = hf_oto.build_groups(model)
+    # layer 0: heads 1 and 3, neurons 0-9; layer 2: every head (an empty attention block)
+    ffn0 = groups.block_ranges()[1][0]
+    heads2 = groups.block_ranges()[4][0]
+    groups.zero_([1, 3, *range(ffn0, ffn0 + 10), *range(heads2, heads2 + 4)])
+    slim, report = hf_oto.slim_model(model, groups, settings={"oto_lambda": 0.001, "oto_target_group_sparsity": 0.2})
+    folder = tmp_path_factory.mktemp("inspect") / "slim"
+    slim.save_pretrained(folder)
+    return folder, report
+
+
+def test_inspect_prints_shapes_params_flops_and_settings(slim_folder, capsys):
+    folder, report = slim_folder
+    assert main(["inspect", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert f"{report.dense.params:,}" in out and f"{report.slim.params:,}" in out
+    assert f"{report.dense.flops_per_token:,}" in out and f"{report.slim.flops_per_token:,}" in out
+    rows = {line.split()[0]: line for line in out.splitlines() if line.strip()[:1].isdigit()}
+    # layer 0 keeps 2 of 4 heads (head dim 8 -> q is 16x32) and 14 of 24 neurons; layer 2 keeps no head
+    assert "2/4" in rows["0"] and "14/24" in rows["0"] and "16x32" in rows["0"] and "14x32 / 32x14" in rows["0"]
+    assert "0/4" in rows["2"] and "0x32" in rows["2"]
+    assert "4/4" in rows["1"] and "24/24" in rows["1"]
+    assert "oto_lambda: 0.001" in out and "oto_target_group_sparsity: 0.2" in out
+
+
+def test_inspect_reads_config_only(slim_folder, tmp_path):
+    folder, _ = slim_folder
+    config_only = tmp_path / "config-only"
+    config_only.mkdir()
+    (config_only / "config.json").write_text((folder / "config.json").read_text())
+    result = _run("inspect", str(config_only))
+    assert result.returncode == 0, result.stderr
+    assert "weights: MISSING" in result.stdout and "layer" in result.stdout
+
+
+def _fail_in_process(capsys, argv):
+    """Run `main` in this process (as the console script does) and return its exit status and stderr."""
+    status = main(argv)
+    captured = capsys.readouterr()
+    assert captured.out == "" or argv[0] == "demo"
+    return status, captured.err
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda d: d / "missing", "does not exist"),
+        (lambda d: d, "no config.json"),
+        (
+            lambda d: (d / "config.json").write_text('{"model_type": "bert", "hidden_size": 8}') and d,
+            "not an hf_oto slim model",
+        ),
+        (lambda d: (d / "config.json").write_text("{not json") and d, "not readable JSON"),
+    ],
+    ids=["missing", "empty", "stock-model", "corrupt-json"],
+)
+def test_inspect_bad_input_is_one_line(tmp_path, capsys, make, message):
+    status, err = _fail_in_process(capsys, ["inspect", str(make(tmp_path))])
+    assert status == 2
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err
+
+
+def test_demo_bad_input_is_one_line(tmp_path, capsys):
+    gpt2 = tmp_path / "gpt2"
+    transformers.GPT2Config(n_layer=1, n_embd=8, n_head=2).save_pretrained(gpt2)
+    not_json = tmp_path / "data.json"
+    not_json.write_text("this is not json")
+    not_squad = tmp_path / "other.json"
+    not_squad.write_text(json.dumps({"data": [{"sentence": "x", "label": 1}]}))
+    cases = [
+        (["--model", str(tmp_path / "nope")], "no such folder"),
+        (["--model", str(tmp_path)], "no config.json"),
+        (["--model", str(gpt2)], "does not support model_type 'gpt2'"),
+        (["--data", str(tmp_path / "missing.json")], "no such file"),
+        (["--data", str(not_json)], "could not read"),
+        (["--data", str(not_squad)], "not SQuAD"),
+        (["--target_sparsity", "1.5"], "--target_sparsity"),
+    ]
+    for extra, message in cases:
+        status, err = _fail_in_process(capsys, ["demo", "--output_dir", str(tmp_path / "out"), *extra])
+        assert status == 2, (extra, err)
+        assert err.count("\n") == 1 and message in err, (extra, err)
+        assert "Traceback" not in err
+
+
+def test_console_script_exit_status_and_stderr(tmp_path):
+    """The same errors through a real process: exit status 2, one stderr line, nothing on stdout."""
+    for argv, message in (
+        (["inspect", str(tmp_path / "missing")], "does not exist"),
+        (["demo", "--data", str(tmp_path / "missing.json")], "no such file"),
+    ):
+        result = _run(*argv)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.count("\n") == 1 and message in result.stderr and "Traceback" not in result.stderr
