@@ -24,6 +24,8 @@ from .groups import ATTENTION, FFN, GroupSet, ParamSlice
 
 VARIANTS = ("adamw", "sgd")
 STATE_FORMAT = 1
+CPU_CHUNK_NUMEL = 1 << 22
+"""On CPU, elementwise temporaries live in a reused workspace of this many entries (see `_Workspace`)."""
 
 
 class NonFiniteGradientError(FloatingPointError):
@@ -43,24 +45,75 @@ class _Block:
         self.param_groups = param_groups
 
 
-def _other_dims(piece: ParamSlice) -> list[int]:
-    return [d for d in range(piece.param.dim() + 1) if d != piece.dim]
+def _grouped(piece: ParamSlice, tensor: Tensor, num_groups: int) -> Tensor:
+    """`tensor` (shaped like `piece.param`) viewed with the slice's dimension unflattened into (G, chunk)."""
+    return tensor.unflatten(piece.dim, (num_groups, -1))
 
 
-def _group_sq_norms(piece: ParamSlice, tensor: Tensor, num_groups: int) -> Tensor:
-    """Squared L2 norm of each group's chunk of `tensor` (shaped like `piece.param`), float32, shape (G,)."""
-    view = tensor.unflatten(piece.dim, (num_groups, -1))
-    return torch.linalg.vector_norm(view, 2, dim=_other_dims(piece), dtype=torch.float32).square()
+def _per_group_sum(piece: ParamSlice, values: Tensor, num_groups: int) -> Tensor:
+    """Sum an elementwise tensor shaped like `piece.param` over each group's entries, float32, shape (G,).
+
+    Leading dimensions are reduced first (a fast, vectorized column reduction), then the rest per group.
+    """
+    if piece.dim:
+        values = values.sum(dim=tuple(range(piece.dim)), dtype=torch.float32)
+    return values.reshape(num_groups, -1).sum(1, dtype=torch.float32)
 
 
-def _group_dots(piece: ParamSlice, a: Tensor, b: Tensor, num_groups: int) -> Tensor:
-    """Per-group inner product of two tensors shaped like `piece.param`, float32, shape (G,)."""
-    if piece.dim == 0 and a.is_contiguous() and b.is_contiguous() and a.dtype == torch.float32:
-        # Batched dot without a full-size temporary.
-        return torch.bmm(a.view(num_groups, 1, -1), b.view(num_groups, -1, 1)).view(num_groups)
-    view_a = a.unflatten(piece.dim, (num_groups, -1))
-    view_b = b.unflatten(piece.dim, (num_groups, -1))
-    return (view_a * view_b).sum(dim=_other_dims(piece), dtype=torch.float32)
+def _chunks(rows: list[tuple], budget: float, split: bool) -> list[list[tuple]]:
+    """Consecutive runs of `rows` (tuples of tensors shaped alike, then scalars) of at most `budget` entries.
+
+    With `split`, a row larger than the budget is cut into flat pieces (its tensors are purely elementwise).
+    """
+    runs, run, size = [], [], 0
+    for row in rows:
+        numel = row[0].numel()
+        pieces = [row]
+        if split and numel > budget and all(t.is_contiguous() for t in row if torch.is_tensor(t)):
+            step = int(budget)
+            pieces = [
+                tuple(t.view(-1)[start : start + step] if torch.is_tensor(t) else t for t in row)
+                for start in range(0, numel, step)
+            ]
+        for piece in pieces:
+            numel = piece[0].numel()
+            if run and size + numel > budget:
+                runs.append(run)
+                run, size = [], 0
+            run.append(piece)
+            size += numel
+    if run:
+        runs.append(run)
+    return runs
+
+
+class _Workspace:
+    """Reusable scratch memory for the CPU path: two flat buffers per dtype, allocated once.
+
+    A `_foreach_*` call that returns new tensors allocates fresh memory each step, and on CPU the page faults
+    then cost more than the arithmetic (measured: ~5x a sqrt). Temporaries are instead written into views of
+    these buffers, one chunk of parameters at a time (`CPU_CHUNK_NUMEL` entries, or the largest grouped
+    parameter if larger): a few percent of the optimizer state.
+    """
+
+    def __init__(self, numel: int) -> None:
+        self.numel = numel
+        self.buffers: dict[tuple, Tensor] = {}
+
+    def views(self, tensors: list[Tensor], slot: int) -> list[Tensor]:
+        """Views of buffer `slot` shaped like `tensors`, without overlap (their total must fit)."""
+        out, offset = [], 0
+        for tensor in tensors:
+            key = (tensor.device, tensor.dtype, slot)
+            if key not in self.buffers:
+                self.buffers[key] = torch.empty(self.numel, dtype=tensor.dtype, device=tensor.device)
+            out.append(self.buffers[key][offset : offset + tensor.numel()].view(tensor.shape))
+            offset += tensor.numel()
+        return out
+
+    @property
+    def nbytes(self) -> int:
+        return sum(buffer.numel() * buffer.element_size() for buffer in self.buffers.values())
 
 
 class HSPG(torch.optim.Optimizer):
@@ -259,6 +312,9 @@ class HSPG(torch.optim.Optimizer):
             else torch.zeros(0, dtype=torch.bool, device=self._device)
         )
         self._num_prunable = int(self._prunable.sum())
+        largest = max((p.numel() for p in self.groups.params()), default=0)
+        self._workspace = _Workspace(max(CPU_CHUNK_NUMEL, largest)) if self._device.type == "cpu" else None
+        self._chunk_numel = self._workspace.numel if self._workspace is not None else math.inf
         self._inv_sqrt_size = self.groups.group_sizes().rsqrt().to(self._device) if len(self.groups) else torch.zeros(0)
 
     def set_total_steps(self, total_steps: int) -> None:
@@ -333,6 +389,13 @@ class HSPG(torch.optim.Optimizer):
         """1 before ``n_p`` (subgradient stage), 2 from ``n_p`` on (half-space stage), for the next step."""
         switch = self.switch_step
         return 2 if switch is not None and self._t >= switch else 1
+
+    def state_bytes(self) -> int:
+        """Bytes HSPG keeps between steps: per-parameter state, per-group state and the CPU workspace."""
+        total = self._workspace.nbytes if self._workspace is not None else 0
+        tensors = [t for state in self.state.values() for t in state.values() if torch.is_tensor(t)]
+        tensors += [self._zero, self._last_candidates, self._prunable, self._inv_sqrt_size]
+        return total + sum(t.numel() * t.element_size() for t in tensors)
 
     @property
     def current_step(self) -> int:
@@ -490,13 +553,22 @@ class HSPG(torch.optim.Optimizer):
         """Host copy of the zero mask: which blocks hold zero groups (decides which tensors need masking)."""
         zero = self._zero.cpu()
         self._zero_count = int(zero.sum())
-        self._block_has_zero = [bool(zero[b.start : b.end].any()) for b in self._blocks]
+        self._zero_indices = []
+        for block in self._blocks:
+            indices = zero[block.start : block.end].nonzero().flatten()
+            self._zero_indices.append(indices.to(self._device) if indices.numel() else None)
 
     # ------------------------------------------------------------------ step
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        """One HSPG step (see the class docstring). Returns the closure's loss when one is given."""
+        """One HSPG step (see the class docstring). Returns the closure's loss when one is given.
+
+        Order: check gradients; mask zero groups' gradients (stage 2); read every group's norm from the current
+        point and derive its factor, candidates and shrink; per param group, update the moments and apply
+        ``x ← (factor·shrink·keep)·x + step`` while accumulating the half-space inner products; finally decide
+        the projections (agreed across ranks) and zero those groups and their moments.
+        """
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -515,94 +587,226 @@ class HSPG(torch.optim.Optimizer):
         projecting = stage2 and (deadline is None or t <= deadline or self._zero_count < self.target_zero_groups)
         if stage2:
             self._mask_zero_group_grads()
-
-        directions: dict[int, tuple[Tensor, float]] = {}
-        finals = []
+        plan = self._plan(t, deadline, stage2, projecting)
         for group, items in zip(self.param_groups, work, strict=True):
-            if items and self.variant == "adamw":
-                finals.append(self._adamw_directions(group, items, stage2, directions))
-            elif items:
-                finals.append(self._sgd_directions(group, items, directions))
-
-        factors, flat = self._carried_factors(directions, stage2, projecting)
-        shrink, changed = None, [False] * len(self._blocks)
+            if not items:
+                continue
+            if self.variant == "adamw":
+                self._adamw_update(group, items, plan, stage2)
+            else:
+                self._sgd_update(group, items, plan)
         if projecting:
-            shrink, changed = self._project(t, deadline, *flat)
-        self._scale_groups(factors, shrink, changed, directions, stage2)
-        for final in finals:
-            final(stage2)
+            self._project(t, deadline, plan)
+        else:
+            self._last_candidates = torch.zeros((), dtype=torch.long, device=self._device)
         if self.prox and not stage2 and self.lam:
             self._prox_threshold()
         self._t += 1
         return loss
 
-    def _carried_factors(self, directions: dict[int, tuple[Tensor, float]], stage2: bool, projecting: bool):
-        """Per block and slice, the factor f multiplying the current point: ``1 − lr·wd − lr·λ/‖x_g‖`` (AdamW).
+    def _plan(self, t: int, deadline: int | None, stage2: bool, projecting: bool) -> _Plan:
+        """Everything read from the current point before it changes: norms, factors, candidates, shrink.
 
-        When projecting, also the flat per-group ``‖x_g‖²``, ``Σ f·‖x_{g,slice}‖²`` and ``wᵀx_g`` (the step
-        ``w`` taken by the direction), from which the half-space test ``x̃ᵀx = Σ f‖x‖² + wᵀx`` follows.
-        All of it is read from the current point, before any parameter changes.
+        Per slice the multiplier of the carried part is ``f·c·keep`` with ``f = 1 − lr·wd − lr·λ/‖x_g‖``
+        (AdamW; ``1 − lr·λ/‖x_g‖`` for SGD, whose weight decay is in the direction), ``c`` the candidates'
+        shrink and ``keep`` 0 on zero groups. The trial inner product is accumulated as ``Σ f·c·‖x_slice‖²``
+        here and ``+ wᵀx`` during the update.
         """
+        plan = _Plan()
         use_lam = bool(self.lam) and not (self.prox and not stage2)
-        size = len(self.groups) if projecting else 0
-        flat_nsq, flat_carry, flat_dot = (torch.zeros(size, device=self._device) for _ in range(3))
-        factors = []
+        size = len(self.groups)
+        plan.nsq = torch.zeros(size, device=self._device)
+        block_parts = []
         for block in self._blocks:
             g = block.block.num_groups
-            sq = [_group_sq_norms(piece, piece.param, g) for piece in block.slices]
-            nsq = torch.stack(sq).sum(0)
-            inv_norm = torch.where(nsq > 0, nsq.rsqrt(), torch.zeros_like(nsq)) if use_lam else None
-            by_param_group: dict[int, Tensor] = {}
-            for pg_index in block.param_groups:
-                if pg_index in by_param_group:
-                    continue
-                pg = self.param_groups[pg_index]
-                base = 1.0 - pg["lr"] * pg["weight_decay"] if self.variant == "adamw" else 1.0
-                by_param_group[pg_index] = (
-                    base - (pg["lr"] * self.lam) * inv_norm if use_lam else torch.full_like(nsq, base)
-                )
-            slice_factors = [by_param_group[i] for i in block.param_groups]
-            factors.append(slice_factors)
-            if not projecting:
-                continue
-            dots = []
-            for piece in block.slices:
-                direction = directions.get(id(piece.param))
-                if direction is not None:
-                    dots.append(_group_dots(piece, direction[0], piece.param, g) * direction[1])
-            flat_nsq[block.start : block.end] = nsq
-            flat_carry[block.start : block.end] = (torch.stack(slice_factors) * torch.stack(sq)).sum(0)
-            if dots:
-                flat_dot[block.start : block.end] = torch.stack(dots).sum(0)
-        return factors, (flat_nsq, flat_carry, flat_dot)
+            sq = torch.stack([self._group_sq_norms(piece, piece.param, g) for piece in block.slices])
+            plan.nsq[block.start : block.end] = sq.sum(0)
+            block_parts.append(sq)
 
-    def _project(self, t: int, deadline: int | None, nsq: Tensor, carry: Tensor, dot: Tensor):
-        """Decide this step's projections, agree on them across ranks, and add them to the zero mask."""
-        shrink, new_zero = self._decide(t, deadline, nsq, carry, dot)
-        new_zero = self._agree(new_zero)
-        new_cpu = new_zero.cpu()
-        changed = [bool(new_cpu[b.start : b.end].any()) for b in self._blocks]
-        if any(changed):
-            self._zero |= new_zero
-            self._sync_zero_cpu()
-        return shrink, changed
-
-    def _scale_groups(self, factors, shrink, changed, directions, stage2: bool) -> None:
-        """Multiply each group's carried part by its factor (times the shrink and the zero mask in stage 2)."""
+        shrink = None
+        if projecting and deadline is not None:
+            active = self._prunable & ~self._zero
+            need = self.target_zero_groups - self._zero_count
+            saliency = torch.where(active, plan.nsq.sqrt() * self._inv_sqrt_size, torch.full_like(plan.nsq, math.inf))
+            order = torch.sort(saliency, stable=True).indices
+            rank = torch.empty_like(order)
+            rank[order] = torch.arange(order.numel(), device=order.device)
+            plan.candidates = active & (rank < need)
+            remaining = max(deadline - t + 1, 1)
+            plan.final = remaining == 1
+            shrink = torch.where(plan.candidates, 1.0 - 1.0 / remaining, 1.0)
         keep = (~self._zero).float() if stage2 else None
-        for block, slice_factors, new in zip(self._blocks, factors, changed, strict=True):
+        if projecting:
+            plan.carry = torch.zeros(size, device=self._device)
+            plan.dot = torch.zeros(size, device=self._device)
+        for block, sq in zip(self._blocks, block_parts, strict=True):
             g = block.block.num_groups
-            scale = None
-            if keep is not None:
-                scale = keep[block.start : block.end]
-                if shrink is not None:
-                    scale = scale * shrink[block.start : block.end]
-            if new:
-                self._clear_moments(block, keep[block.start : block.end], directions)
-            for piece, factor in zip(block.slices, slice_factors, strict=True):
-                total = factor if scale is None else factor * scale
-                view = piece.param.unflatten(piece.dim, (g, -1))
-                view.mul_(total.to(piece.param.dtype).view(piece.broadcast_shape(g)))
+            nsq = plan.nsq[block.start : block.end]
+            inv_norm = torch.where(nsq > 0, nsq.rsqrt(), torch.zeros_like(nsq)) if use_lam else None
+            extra = None
+            if shrink is not None:
+                extra = shrink[block.start : block.end]
+            factors: dict[int, Tensor] = {}
+            for index, (piece, pg_index) in enumerate(zip(block.slices, block.param_groups, strict=True)):
+                if pg_index not in factors:
+                    pg = self.param_groups[pg_index]
+                    base = 1.0 - pg["lr"] * pg["weight_decay"] if self.variant == "adamw" else 1.0
+                    factor = base - (pg["lr"] * self.lam) * inv_norm if use_lam else torch.full_like(nsq, base)
+                    factors[pg_index] = factor if extra is None else factor * extra
+                factor = factors[pg_index]
+                if projecting:
+                    plan.carry[block.start : block.end] += factor * sq[index]
+                multiplier = factor if keep is None else factor * keep[block.start : block.end]
+                plan.multiplier[id(piece.param)] = (piece, g, multiplier, block.start, block.end)
+        return plan
+
+    def _scratch(self, tensors: list[Tensor], slot: int) -> list[Tensor] | None:
+        """Workspace views for temporaries on CPU; None on accelerators (their caching allocator is cheap)."""
+        return None if self._workspace is None else self._workspace.views(tensors, slot)
+
+    def _product(self, a: Tensor, b: Tensor) -> Tensor:
+        out = self._scratch([a], 1)
+        return torch.mul(a, b) if out is None else torch.mul(a, b, out=out[0])
+
+    def _group_sq_norms(self, piece: ParamSlice, tensor: Tensor, num_groups: int) -> Tensor:
+        """Squared L2 norm of each group's entries of `tensor`, float32, shape (G,)."""
+        if piece.dim == 0:
+            return torch.linalg.vector_norm(tensor.reshape(num_groups, -1), dim=1, dtype=torch.float32).square()
+        # A norm over leading dims is a slow strided reduction; square, then a fast column sum.
+        return _per_group_sum(piece, self._product(tensor, tensor), num_groups)
+
+    def _sqrt(self, tensors: list[Tensor]) -> list[Tensor]:
+        out = self._scratch(tensors, 0)
+        if out is None:
+            return torch._foreach_sqrt(tensors)
+        for tensor, target in zip(tensors, out, strict=True):
+            torch.sqrt(tensor, out=target)
+        return out
+
+    def _scale_carried(self, p: Tensor, plan: _Plan) -> None:
+        piece, g, multiplier, _, _ = plan.multiplier[id(p)]
+        _grouped(piece, p, g).mul_(multiplier.to(p.dtype).view(piece.broadcast_shape(g)))
+
+    def _accumulate_dot(self, p: Tensor, step: Tensor, scale: float, plan: _Plan) -> None:
+        piece, g, _, start, end = plan.multiplier[id(p)]
+        dots = _per_group_sum(piece, self._product(step, p), g)
+        plan.dot[start:end] += dots if scale == 1.0 else dots * scale
+
+    def _adamw_update(self, group: dict, items, plan: _Plan, stage2: bool) -> None:
+        """AdamW moments and update for one param group; grouped params get the HSPG carried-part factor."""
+        beta1, beta2 = group["betas"]
+        lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
+        grads = [g for _, g, _ in items]
+        exp_avgs = [s["exp_avg"] for _, _, s in items]
+        exp_avg_sqs = [s["exp_avg_sq"] for _, _, s in items]
+        steps = [s["step"] for _, _, s in items]
+        torch._foreach_add_(steps, torch.tensor(1.0), alpha=1.0)
+        torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+        torch._foreach_mul_(exp_avg_sqs, beta2)
+        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
+        del grads
+
+        rows = []  # (param, exp_avg, exp_avg_sq, step size, sqrt of the 2nd bias correction)
+        for (p, _, state), count in zip(items, [s.item() for s in steps], strict=True):
+            rows.append((p, state["exp_avg"], state["exp_avg_sq"], -lr / (1 - beta1**count), (1 - beta2**count) ** 0.5))
+        plain = [row for row in rows if id(row[0]) not in plan.multiplier]
+        grouped = [row for row in rows if id(row[0]) in plan.multiplier]
+        budget = self._chunk_numel
+
+        if plain and wd != 0:
+            torch._foreach_mul_([row[0] for row in plain], 1 - lr * wd)
+        for chunk in _chunks(plain, budget, split=True):
+            params, ms, vs, sizes, bc2 = (list(column) for column in zip(*chunk, strict=True))
+            denom = self._sqrt(vs)
+            torch._foreach_div_(denom, bc2)
+            torch._foreach_add_(denom, eps)
+            torch._foreach_addcdiv_(params, ms, denom, sizes)
+            del denom
+
+        for chunk in _chunks(grouped, budget, split=False):
+            params, ms, vs, sizes, bc2 = (list(column) for column in zip(*chunk, strict=True))
+            denom = self._sqrt(vs)
+            if plan.dot is None:
+                torch._foreach_div_(denom, bc2)
+                torch._foreach_add_(denom, eps)
+                for p in params:
+                    self._scale_carried(p, plan)
+                torch._foreach_addcdiv_(params, ms, denom, sizes)
+            else:
+                # The step w = size·m̂/(√v̂+eps) = m / ((√v/bc2 + eps)/size), built in place of the denominator.
+                torch._foreach_div_(denom, [b * s for b, s in zip(bc2, sizes, strict=True)])
+                torch._foreach_add_(denom, [eps / s for s in sizes])
+                for p, m, w in zip(params, ms, denom, strict=True):
+                    torch.div(m, w, out=w)
+                    self._accumulate_dot(p, w, 1.0, plan)
+                    self._scale_carried(p, plan)
+                torch._foreach_add_(params, denom)
+            del denom
+
+    def _sgd_update(self, group: dict, items, plan: _Plan) -> None:
+        """SGD (heavy-ball) update for one param group, torch.optim.SGD semantics plus the HSPG factor."""
+        lr, wd, momentum = group["lr"], group["weight_decay"], group["momentum"]
+        for chunk in _chunks(items, self._chunk_numel, split=False):
+            params = [p for p, _, _ in chunk]
+            directions = [g for _, g, _ in chunk]
+            if wd != 0:
+                out = self._scratch(params, 0)
+                if out is None:
+                    directions = torch._foreach_add(directions, params, alpha=wd)
+                else:
+                    directions = [torch.add(d, p, alpha=wd, out=o) for d, p, o in zip(directions, params, out)]
+            if momentum:
+                bufs, old, old_directions = [], [], []
+                for (_, _, state), direction in zip(chunk, directions, strict=True):
+                    if state.get("momentum_buffer") is None:
+                        state["momentum_buffer"] = torch.clone(direction).detach()
+                    else:
+                        old.append(state["momentum_buffer"])
+                        old_directions.append(direction)
+                    bufs.append(state["momentum_buffer"])
+                if old:
+                    torch._foreach_mul_(old, momentum)
+                    torch._foreach_add_(old, old_directions)
+                directions = bufs
+            for p, direction in zip(params, directions, strict=True):
+                if id(p) in plan.multiplier:
+                    if plan.dot is not None:
+                        self._accumulate_dot(p, direction, -lr, plan)
+                    self._scale_carried(p, plan)
+            torch._foreach_add_(params, directions, alpha=-lr)
+
+    def _project(self, t: int, deadline: int | None, plan: _Plan) -> None:
+        """Decide the half-space projections, agree on them across ranks, and zero those groups and moments."""
+        active = self._prunable & ~self._zero
+        trial = plan.carry + plan.dot  # x̃ᵀx per group
+        crossed = (trial < self.epsilon * plan.nsq) | (plan.nsq == 0)
+        if plan.candidates is None:
+            decision = active & crossed
+        else:
+            self._last_candidates = plan.candidates.sum()
+            decision = plan.candidates if plan.final else plan.candidates & crossed
+        decision = self._agree(decision)
+        new_cpu = decision.cpu()
+        if not bool(new_cpu.any()):
+            return
+        self._zero |= decision
+        for block in self._blocks:
+            indices = new_cpu[block.start : block.end].nonzero().flatten()
+            if indices.numel():
+                self._fill_zero(block, indices.to(self._device), moments=True)
+        self._sync_zero_cpu()
+
+    def _fill_zero(self, block: _Block, indices: Tensor, moments: bool) -> None:
+        """Set the given groups of `block` to exactly zero in the parameters (and their moments)."""
+        g = block.block.num_groups
+        for piece in block.slices:
+            targets = [piece.param]
+            if moments:
+                state = self.state.get(piece.param, {})
+                targets += [state.get(key) for key in ("exp_avg", "exp_avg_sq", "momentum_buffer")]
+            for target in targets:
+                if target is not None:
+                    _grouped(piece, target, g).index_fill_(piece.dim, indices, 0)
 
     def _collect(self) -> list[list[tuple[Tensor, Tensor, dict]]]:
         """Per param group, (param, grad, state) for every parameter that has a gradient; states created lazily."""
@@ -631,8 +835,12 @@ class HSPG(torch.optim.Optimizer):
         grads = [g for items in work for _, g, _ in items]
         if not grads:
             return True
-        peaks = torch.stack([n.float() for n in torch._foreach_norm(grads, math.inf)])
-        finite = torch.isfinite(peaks)
+        # An L2 norm is much faster than a max-abs; NaN/Inf make it non-finite. A finite gradient whose norm
+        # overflows is confirmed entry by entry (rare), so it is never mistaken for a non-finite one.
+        finite = torch.isfinite(torch.stack([n.float() for n in torch._foreach_norm(grads)]))
+        if bool(finite.all()):
+            return True
+        finite = torch.tensor([bool(ok) or bool(torch.isfinite(g).all()) for ok, g in zip(finite.tolist(), grads)])
         if bool(finite.all()):
             return True
         if self.skip_nonfinite_steps:
@@ -646,143 +854,17 @@ class HSPG(torch.optim.Optimizer):
         )
 
     def _mask_zero_group_grads(self) -> None:
-        """Zero the gradient entries of zero groups so their moments stay cleared."""
-        keep = None
-        for block, has_zero in zip(self._blocks, self._block_has_zero, strict=True):
-            if not has_zero:
+        """Zero the gradient entries of zero groups (touching only those entries) so their moments stay cleared."""
+        for block, indices in zip(self._blocks, self._zero_indices, strict=True):
+            if indices is None:
                 continue
-            if keep is None:
-                keep = (~self._zero).float()
-            grads = [piece.param.grad for piece in block.slices]
-            if any(g is None for g in grads):
-                grads = [g if g is not None else torch.zeros(0) for g in grads]
-            for piece, grad in zip(block.slices, grads, strict=True):
-                if grad.numel():
-                    grad.unflatten(piece.dim, (block.block.num_groups, -1)).mul_(
-                        keep[block.start : block.end].to(grad.dtype).view(piece.broadcast_shape(block.block.num_groups))
-                    )
-
-    def _clear_moments(self, block: _Block, keep: Tensor, directions: dict[int, tuple[Tensor, float]]) -> None:
-        """Clear the moments (and this step's direction) of groups projected to zero in this step."""
-        for piece in block.slices:
-            direction = directions.get(id(piece.param))
-            targets = [None if direction is None else direction[0]]
-            state = self.state.get(piece.param, {})
-            targets += [state.get(key) for key in ("exp_avg", "exp_avg_sq", "momentum_buffer")]
-            for target in targets:
-                if target is not None:
-                    view = target.unflatten(piece.dim, (block.block.num_groups, -1))
-                    view.mul_(keep.to(target.dtype).view(piece.broadcast_shape(block.block.num_groups)))
-
-    def _adamw_directions(self, group: dict, items, stage2: bool, directions: dict[int, tuple[Tensor, float]]):
-        """Moment update; grouped params get their update direction in `directions`. Returns the final update."""
-        beta1, beta2 = group["betas"]
-        lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
-        params = [p for p, _, _ in items]
-        grads = [g for _, g, _ in items]
-        exp_avgs = [s["exp_avg"] for _, _, s in items]
-        exp_avg_sqs = [s["exp_avg_sq"] for _, _, s in items]
-        steps = [s["step"] for _, _, s in items]
-        torch._foreach_add_(steps, torch.tensor(1.0), alpha=1.0)
-        torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
-        torch._foreach_mul_(exp_avg_sqs, beta2)
-        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
-        counts = [s.item() for s in steps]
-        step_size = [-lr / (1 - beta1**c) for c in counts]
-        bc2_sqrt = [(1 - beta2**c) ** 0.5 for c in counts]
-
-        grouped = [i for i, p in enumerate(params) if id(p) in self._grouped]
-        plain = [i for i, p in enumerate(params) if id(p) not in self._grouped]
-
-        def pick(values, indices):
-            return [values[i] for i in indices]
-
-        g_params, g_m, g_v = pick(params, grouped), pick(exp_avgs, grouped), pick(exp_avg_sqs, grouped)
-        g_step, g_bc2 = pick(step_size, grouped), pick(bc2_sqrt, grouped)
-        g_denom = None
-        if g_params:
-            g_denom = torch._foreach_sqrt(g_v)
-            if stage2:
-                # Fold the step size in: w = step·m̂/(√v̂+eps) = m / ((√v/bc2 + eps)/step).
-                torch._foreach_div_(g_denom, [b * s for b, s in zip(g_bc2, g_step, strict=True)])
-                torch._foreach_add_(g_denom, [eps / s for s in g_step])
-                g_dir = torch._foreach_div(g_m, g_denom)
-                g_denom = None
-                for p, w in zip(g_params, g_dir, strict=True):
-                    directions[id(p)] = (w, 1.0)  # the step is x̃ = f·x + w
-            else:
-                torch._foreach_div_(g_denom, g_bc2)
-                torch._foreach_add_(g_denom, eps)
-
-        def final(stage2_now: bool) -> None:
-            p_params = pick(params, plain)
-            if p_params:
-                if wd != 0:
-                    torch._foreach_mul_(p_params, 1 - lr * wd)
-                denom = torch._foreach_sqrt(pick(exp_avg_sqs, plain))
-                torch._foreach_div_(denom, pick(bc2_sqrt, plain))
-                torch._foreach_add_(denom, eps)
-                torch._foreach_addcdiv_(p_params, pick(exp_avgs, plain), denom, pick(step_size, plain))
-                del denom
-            if g_params:
-                if stage2_now:
-                    torch._foreach_add_(g_params, [directions.pop(id(p))[0] for p in g_params])
-                else:
-                    torch._foreach_addcdiv_(g_params, g_m, g_denom, g_step)
-
-        return final
-
-    def _sgd_directions(self, group: dict, items, directions: dict[int, tuple[Tensor, float]]):
-        """Heavy-ball update of the direction (torch.optim.SGD semantics). Returns the final update."""
-        lr, wd, momentum = group["lr"], group["weight_decay"], group["momentum"]
-        params = [p for p, _, _ in items]
-        grads = [g for _, g, _ in items]
-        if wd != 0:
-            grads = torch._foreach_add(grads, params, alpha=wd)
-        if momentum:
-            bufs, old, old_grads = [], [], []
-            for (_, _, state), grad in zip(items, grads, strict=True):
-                if state.get("momentum_buffer") is None:
-                    state["momentum_buffer"] = torch.clone(grad).detach()
-                else:
-                    old.append(state["momentum_buffer"])
-                    old_grads.append(grad)
-                bufs.append(state["momentum_buffer"])
-            if old:
-                torch._foreach_mul_(old, momentum)
-                torch._foreach_add_(old, old_grads)
-            grads = bufs
-        for p, d in zip(params, grads, strict=True):
-            if id(p) in self._grouped:
-                directions[id(p)] = (d, -lr)  # the step is x̃ = f·x + (−lr)·d
-
-        def final(stage2_now: bool) -> None:
-            torch._foreach_add_(params, grads, alpha=-lr)
-
-        return final
-
-    def _decide(self, t: int, deadline: int | None, nsq: Tensor, carry: Tensor, dot: Tensor):
-        """The stage-2 projection decision (flat bool per group) and the candidates' shrink factors."""
-        active = self._prunable & ~self._zero
-        if deadline is None:
-            trial = carry + dot
-            return None, active & ((trial < self.epsilon * nsq) | (nsq == 0))
-        need = self.target_zero_groups - self._zero.sum()
-        saliency = torch.where(active, nsq.sqrt() * self._inv_sqrt_size, torch.full_like(nsq, math.inf))
-        order = torch.sort(saliency, stable=True).indices
-        rank = torch.empty_like(order)
-        rank[order] = torch.arange(order.numel(), device=order.device)
-        candidates = active & (rank < need)
-        self._last_candidates = candidates.sum()
-        remaining = max(deadline - t + 1, 1)
-        shrink = torch.where(candidates, torch.full_like(nsq, 1.0 - 1.0 / remaining), torch.ones_like(nsq))
-        if remaining == 1:
-            return shrink, candidates
-        trial = shrink * carry + dot
-        return shrink, candidates & ((trial < self.epsilon * nsq) | (nsq == 0))
+            g = block.block.num_groups
+            for piece in block.slices:
+                if piece.param.grad is not None:
+                    _grouped(piece, piece.param.grad, g).index_fill_(piece.dim, indices, 0)
 
     def _agree(self, decision: Tensor) -> Tensor:
-        """Under torch.distributed, every rank adopts rank 0's projection decision."""
+        """Under torch.distributed, every rank adopts rank 0's projection decision (one small broadcast)."""
         if not (dist.is_available() and dist.is_initialized()):
             return decision
         group = self.process_group
@@ -799,13 +881,24 @@ class HSPG(torch.optim.Optimizer):
         """Stage-1 proximal step: group soft-threshold ``max(0, 1 − lr·λ/‖y_g‖)`` of the post-step point."""
         for block in self._blocks:
             g = block.block.num_groups
-            nsq = sum(_group_sq_norms(piece, piece.param, g) for piece in block.slices)
+            nsq = sum(self._group_sq_norms(piece, piece.param, g) for piece in block.slices)
             inv_norm = torch.where(nsq > 0, nsq.rsqrt(), torch.zeros_like(nsq))
             for piece, pg_index in zip(block.slices, block.param_groups, strict=True):
                 lr = self.param_groups[pg_index]["lr"]
                 factor = (1.0 - lr * self.lam * inv_norm).clamp_(min=0.0)
-                view = piece.param.unflatten(piece.dim, (g, -1))
-                view.mul_(factor.to(piece.param.dtype).view(piece.broadcast_shape(g)))
+                _grouped(piece, piece.param, g).mul_(factor.to(piece.param.dtype).view(piece.broadcast_shape(g)))
+
+
+class _Plan:
+    """Per-step quantities read from the current point (see `HSPG._plan`)."""
+
+    def __init__(self) -> None:
+        self.nsq: Tensor | None = None
+        self.carry: Tensor | None = None
+        self.dot: Tensor | None = None
+        self.candidates: Tensor | None = None
+        self.final = False
+        self.multiplier: dict[int, tuple] = {}
 
 
 def _check_positive(name: str, value: float) -> None:
