@@ -171,6 +171,7 @@ class OTOTrainer(Trainer):
             )
         if args is None:
             args = OTOTrainingArguments(output_dir="tmp_trainer")
+        _check_process_group(args)
         super().__init__(model, args, *a, **kw)
         if self.is_fsdp_enabled:
             raise NotImplementedError(
@@ -471,6 +472,26 @@ def _original_forward(model: torch.nn.Module):
         yield
     finally:
         model.forward = patched
+
+
+def _check_process_group(args: TrainingArguments) -> None:
+    """Refuse a multi-process launch for which the Trainer set up no process group.
+
+    On a machine without GPUs, accelerate initializes gloo only when ``use_cpu=True``. Otherwise
+    ``torchrun --nproc_per_node N`` or ``accelerate launch --multi_gpu`` start N processes that each train alone
+    on the whole dataset (the Trainer's world size stays 1): N different models and zero masks, and every process
+    writing the same slim output folder, because each one counts as the main process.
+    """
+    try:
+        launched = int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return
+    if launched > 1 and args.world_size == 1:
+        raise RuntimeError(
+            f"this script was launched as {launched} processes (WORLD_SIZE={launched}), but the Trainer set up no "
+            "process group, so each process would train and save on its own. On a machine without GPUs pass "
+            "use_cpu=True (--use_cpu) to OTOTrainingArguments so that accelerate uses the gloo backend."
+        )
 
 
 def _removed_costs(groups: GroupSet, zero: torch.Tensor, seq_len: int) -> tuple[float, float]:
