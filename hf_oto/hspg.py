@@ -579,6 +579,7 @@ class HSPG(torch.optim.Optimizer):
             self._skipped += 1
             self._t += 1
             return loss
+        self._init_state(work)
 
         t = self._t
         stage2 = t >= self.switch_step
@@ -809,7 +810,7 @@ class HSPG(torch.optim.Optimizer):
                     _grouped(piece, target, g).index_fill_(piece.dim, indices, 0)
 
     def _collect(self) -> list[list[tuple[Tensor, Tensor, dict]]]:
-        """Per param group, (param, grad, state) for every parameter that has a gradient; states created lazily."""
+        """Per param group, (param, grad, state) for every parameter that has a gradient."""
         work = []
         for group in self.param_groups:
             items = []
@@ -818,17 +819,22 @@ class HSPG(torch.optim.Optimizer):
                     continue
                 if p.grad.is_sparse:
                     raise RuntimeError(f"HSPG does not support sparse gradients ({self._names.get(id(p), 'param')}).")
-                state = self.state[p]
-                if not state:
-                    if self.variant == "adamw":
-                        state["step"] = torch.tensor(0.0, dtype=torch.float32)
-                        state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                        state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    elif group["momentum"]:
-                        state["momentum_buffer"] = None
-                items.append((p, p.grad, state))
+                items.append((p, p.grad, self.state[p]))
             work.append(items)
         return work
+
+    def _init_state(self, work) -> None:
+        """Create the per-parameter state on a parameter's first real step (torch's layout)."""
+        for group, items in zip(self.param_groups, work, strict=True):
+            for p, _, state in items:
+                if state:
+                    continue
+                if self.variant == "adamw":
+                    state["step"] = torch.tensor(0.0, dtype=torch.float32)
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                elif group["momentum"]:
+                    state["momentum_buffer"] = None
 
     def _gradients_finite(self, work) -> bool:
         """One reduction over every gradient; raise (or return False to skip) on NaN/Inf."""
