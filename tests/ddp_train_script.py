@@ -1,0 +1,146 @@
+"""Train a tiny BERT classifier with `OTOTrainer`, then dump this rank's result (used by tests/test_distributed.py).
+
+Run it the way a user would: plain ``python`` (one process), ``torchrun --nproc_per_node 2`` or
+``accelerate launch --multi_gpu --num_processes 2`` (gloo on CPU). Everything is deterministic: the model
+is built from a config with a fixed seed and dropout off (dropout masks would depend on how the global batch
+is split across processes), the data are generated from a fixed seed, and the Trainer keeps its default
+arguments apart from the batch size, step count, learning rate and the OTO settings given on the command line,
+and ``use_cpu=True``: without it accelerate initializes no gloo process group on a machine without GPUs, and
+each launched process would train on its own.
+
+Each rank writes ``<dump_dir>/rank<r>.pt`` with its identity (rank, world size, pid, what torch.distributed
+and the Trainer see), its final weights, HSPG's zero mask, the logged losses and what it saved. Each rank gets
+its own output directory, ``<output_dir>/rank<r>``, so that a save from a non-main rank would be visible.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+from transformers import BertConfig, BertForSequenceClassification  # noqa: E402
+
+from hf_oto import OTOTrainer, OTOTrainingArguments  # noqa: E402
+
+NUM_EXAMPLES = 64
+SEQ_LEN = 16
+VOCAB = 97
+
+
+class SyntheticPairs(torch.utils.data.Dataset):
+    """Fixed random token sequences; the label says whether token 5 appears more often than token 7."""
+
+    def __init__(self, n: int = NUM_EXAMPLES, seed: int = 0):
+        generator = torch.Generator().manual_seed(seed)
+        self.input_ids = torch.randint(5, 12, (n, SEQ_LEN), generator=generator)
+        self.input_ids[:, 0] = 2  # [CLS]
+        self.labels = ((self.input_ids == 5).sum(1) > (self.input_ids == 7).sum(1)).long()
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {
+            "input_ids": self.input_ids[index],
+            "attention_mask": torch.ones(SEQ_LEN, dtype=torch.long),
+            "labels": self.labels[index],
+        }
+
+
+def tiny_bert() -> BertForSequenceClassification:
+    """A 2-layer, 4-head BERT classifier, random init with a fixed seed, dropout off."""
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=32,
+        max_position_embeddings=SEQ_LEN,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        classifier_dropout=0.0,
+        num_labels=2,
+    )
+    return BertForSequenceClassification(config)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--dump_dir", required=True)
+    parser.add_argument("--per_device_train_batch_size", type=int, default=8)
+    parser.add_argument("--max_steps", type=int, default=16)
+    parser.add_argument("--learning_rate", type=float, default=5e-5)
+    parser.add_argument("--max_grad_norm", type=float, default=1.0)
+    parser.add_argument("--variant", default="adamw")
+    parser.add_argument("--oto_lambda", type=float, default=1e-3)
+    parser.add_argument("--target", type=float, default=0.3)
+    parser.add_argument(
+        "--trainer_default_loss_kwargs",
+        action="store_true",
+        help="Undo OTOTrainer's loss fix: restore the Trainer's own model_accepts_loss_kwargs (True for BERT), "
+        "under which the Trainer multiplies the loss by the process count.",
+    )
+    parser.add_argument(
+        "--no_use_cpu",
+        action="store_true",
+        help="Leave use_cpu=False: on a machine without GPUs accelerate then sets up no process group.",
+    )
+    cli = parser.parse_args()
+
+    rank = int(os.environ.get("RANK", "0"))
+    args = OTOTrainingArguments(
+        output_dir=os.path.join(cli.output_dir, f"rank{rank}"),
+        per_device_train_batch_size=cli.per_device_train_batch_size,
+        max_steps=cli.max_steps,
+        learning_rate=cli.learning_rate,
+        max_grad_norm=cli.max_grad_norm,
+        logging_steps=1,
+        report_to="none",
+        use_cpu=not cli.no_use_cpu,
+        save_strategy="no",
+        oto_variant=cli.variant,
+        oto_lambda=cli.oto_lambda,
+        oto_target_group_sparsity=cli.target,
+    )
+    trainer = OTOTrainer(model=tiny_bert(), args=args, train_dataset=SyntheticPairs())
+    fix_applied = trainer.model_accepts_loss_kwargs is False
+    if cli.trainer_default_loss_kwargs:
+        trainer.model_accepts_loss_kwargs = True
+    trainer.train()
+    trainer.save_model()
+
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    os.makedirs(cli.dump_dir, exist_ok=True)
+    torch.save(
+        {
+            "rank": rank,
+            "env_world_size": int(os.environ.get("WORLD_SIZE", "1")),
+            "dist_world_size": dist.get_world_size() if dist.is_initialized() else 1,
+            "dist_backend": dist.get_backend() if dist.is_initialized() else None,
+            "trainer_world_size": trainer.args.world_size,
+            "num_processes": trainer.accelerator.num_processes,
+            "pid": os.getpid(),
+            "fix_applied": fix_applied,
+            "model_accepts_loss_kwargs": trainer.model_accepts_loss_kwargs,
+            "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+            "zero_mask": trainer.hspg.zero_mask().cpu(),
+            "hspg_steps": trainer.hspg.current_step,
+            "global_step": trainer.state.global_step,
+            "losses": [entry["loss"] for entry in trainer.state.log_history if "loss" in entry],
+            "grad_norms": [entry["grad_norm"] for entry in trainer.state.log_history if "grad_norm" in entry],
+            "saved_files": list(trainer._oto_saved_files),
+            "has_slim_model": trainer.slim_model is not None,
+        },
+        os.path.join(cli.dump_dir, f"rank{rank}.pt"),
+    )
+
+
+if __name__ == "__main__":
+    main()
