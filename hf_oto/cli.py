@@ -264,7 +264,7 @@ def demo_command(args: argparse.Namespace) -> int:
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
     from .metrics import load_squad_metric
-    from .qa import answer_question, evaluate_squad, prepare_eval_features, prepare_train_features
+    from .qa import evaluate_squad, prepare_eval_features, prepare_train_features
     from .synthetic_qa import build_wordpiece_tokenizer, write_squad_splits
 
     datasets.disable_progress_bars()
@@ -360,14 +360,13 @@ def demo_command(args: argparse.Namespace) -> int:
     dense_ms, slim_ms = _median_latency_ms([dense, slim], batch, args.latency_rounds)
 
     # 6. answer a question with the reloaded model -----------------------------------------------------
-    step(6, "answering a question with the reloaded slim model")
+    step(6, 'answering a question with pipeline("question-answering") on the reloaded slim model')
     example = eval_questions[0]
-    answer = answer_question(
-        slim,
-        slim_tokenizer,
-        example["question"],
-        example["context"],
-        max_seq_length=args.max_seq_length,
+    qa = transformers.pipeline("question-answering", model=slim, tokenizer=slim_tokenizer)
+    answer = qa(
+        question=example["question"],
+        context=example["context"],
+        max_seq_len=args.max_seq_length,
         doc_stride=args.doc_stride,
     )
 
