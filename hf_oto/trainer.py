@@ -361,12 +361,15 @@ class OTOTrainer(Trainer):
         )
         source = getattr(self.accelerator.unwrap_model(self.model).config, "_name_or_path", "") or None
         finetuned = overrides.pop("finetuned_from", None) or source
-        dataset = overrides.pop("dataset", None) or overrides.pop("dataset_tags", None)
+        # YAML `datasets` lists Hub dataset ids: Trainer's `dataset_tags`; `dataset` is its display name, a fallback.
+        dataset_tags, dataset = overrides.pop("dataset_tags", None), overrides.pop("dataset", None)
+        dataset = dataset_tags or dataset
         tags = overrides.pop("tags", None)
         return render_model_card(
             self.slim_report,
             model_name=model_name,
-            repo_id=self.args.hub_model_id or model_name,
+            # the repo push_to_hub created (create_repo adds the user's namespace when hub_model_id has none)
+            repo_id=self.hub_model_id or self.args.hub_model_id or model_name,
             auto_class=_auto_class_name(type(slim)._oto_base_class),
             base_model=finetuned if finetuned and not os.path.isdir(finetuned) else None,
             base_model_type=base_model_type(slim.config),
