@@ -223,16 +223,17 @@ def _median_latency_ms(models: Sequence, inputs: dict, rounds: int) -> list[floa
     return [sorted(t)[len(t) // 2] for t in timings]
 
 
-def _demo_config(vocab_size: int, max_seq_length: int):
+def _demo_config(vocab_size: int, args: argparse.Namespace):
+    """The from-scratch BERT of the demo: small enough to train in minutes on 2 CPU cores."""
     from transformers import BertConfig
 
     return BertConfig(
         vocab_size=vocab_size,
-        hidden_size=128,
-        num_hidden_layers=4,
-        num_attention_heads=8,
-        intermediate_size=512,
-        max_position_embeddings=max(128, max_seq_length),
+        hidden_size=args.hidden_size,
+        num_hidden_layers=args.num_layers,
+        num_attention_heads=args.num_heads,
+        intermediate_size=4 * args.hidden_size,
+        max_position_embeddings=max(128, args.max_seq_length),
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
     )
@@ -301,7 +302,7 @@ def demo_command(args: argparse.Namespace) -> int:
         step(2, "building a WordPiece tokenizer and a small BERT from scratch")
         texts = [*train_questions["context"], *train_questions["question"]]
         tokenizer = build_wordpiece_tokenizer(dict.fromkeys(texts), vocab_size=args.vocab_size)
-        model = AutoModelForQuestionAnswering.from_config(_demo_config(len(tokenizer), args.max_seq_length))
+        model = AutoModelForQuestionAnswering.from_config(_demo_config(len(tokenizer), args))
         model_name = "BERT from scratch"
     window = {"tokenizer": tokenizer, "max_seq_length": args.max_seq_length, "doc_stride": args.doc_stride}
     train_features = train_questions.map(
@@ -469,6 +470,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--eval_paragraphs", type=int, default=100, help="synthetic evaluation paragraphs")
     demo.add_argument("--max_eval_questions", type=int, default=None, help="score on at most this many questions")
     demo.add_argument("--vocab_size", type=int, default=2000, help="WordPiece vocabulary when training from scratch")
+    demo.add_argument("--hidden_size", type=int, default=128, help="from-scratch BERT: hidden size (FFN is 4x)")
+    demo.add_argument("--num_layers", type=int, default=4, help="from-scratch BERT: layers")
+    demo.add_argument("--num_heads", type=int, default=8, help="from-scratch BERT: attention heads per layer")
     demo.add_argument("--latency_batch", type=int, default=32)
     demo.add_argument("--latency_rounds", type=int, default=20)
     demo.add_argument("--seed", type=int, default=0)

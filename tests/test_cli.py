@@ -136,3 +136,28 @@ def test_console_script_exit_status_and_stderr(tmp_path):
         result = _run(*argv)
         assert result.returncode == 2, result.stderr
         assert result.stderr.count("\n") == 1 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_short_demo_end_to_end(tmp_path):
+    """A shortened `hf-oto demo` in a real process: table, saved Hub folder, equal EM/F1, pipeline answer."""
+    out = tmp_path / "demo"
+    result = _run(
+        "demo", "--output_dir", str(out), "--max_steps", "10", "--train_paragraphs", "30", "--eval_paragraphs", "4",
+        "--hidden_size", "32", "--num_layers", "2", "--num_heads", "4", "--batch_size", "8",
+        "--latency_batch", "4", "--latency_rounds", "2", "--target_sparsity", "0.4",
+        timeout=240,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    stdout = result.stdout
+    for row in ("parameters", "FLOPs/token", "latency", "exact match", "F1", "heads kept", "slim model's answer"):
+        assert row in stdout
+    results = json.loads((out / "demo_results.json").read_text())
+    assert results["dense"]["exact_match"] == results["slim"]["exact_match"]
+    assert results["dense"]["f1"] == results["slim"]["f1"]
+    assert results["report"]["params_kept_ratio"] < 1.0
+    assert results["example"]["answer"] in json.dumps(json.loads((out / "data" / "validation.json").read_text()))
+    for path in (out / "slim-model", out / "data" / "train.json", out / "demo_results.json"):
+        assert str(path) in stdout and path.exists()
+    slim = transformers.AutoModelForQuestionAnswering.from_pretrained(out / "slim-model", trust_remote_code=True)
+    assert sum(p.numel() for p in slim.parameters()) == results["report"]["slim"]["params"]
+    assert main(["inspect", str(out / "slim-model")]) == 0
