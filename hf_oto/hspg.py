@@ -35,7 +35,7 @@ class NonFiniteGradientError(FloatingPointError):
 class _Block:
     """A prunable `GroupBlock` as HSPG sees it: its flat group range and, per slice, its param-group index."""
 
-    __slots__ = ("block", "start", "end", "slices", "param_groups")
+    __slots__ = ("block", "start", "end", "slices", "param_groups", "by_param_group", "position")
 
     def __init__(self, block, start: int, end: int, slices: list[ParamSlice], param_groups: list[int]):
         self.block = block
@@ -43,6 +43,11 @@ class _Block:
         self.end = end
         self.slices = slices
         self.param_groups = param_groups
+        self.by_param_group: dict[int, list[int]] = {}
+        """Param-group index -> positions of the block's slices in it (factors are shared per param group)."""
+        for index, pg_index in enumerate(param_groups):
+            self.by_param_group.setdefault(pg_index, []).append(index)
+        self.position = 0
 
 
 def _grouped(piece: ParamSlice, tensor: Tensor, num_groups: int) -> Tensor:
@@ -303,6 +308,7 @@ class HSPG(torch.optim.Optimizer):
             self._blocks.append(
                 _Block(block, start, end, list(block.slices), [owner[id(piece.param)] for piece in block.slices])
             )
+            self._blocks[-1].position = len(self._blocks) - 1
             self._grouped.update(id(piece.param) for piece in block.slices)
         first = next(iter(self.groups.params()), None)
         self._device = first.device if first is not None else torch.device("cpu")
@@ -640,25 +646,26 @@ class HSPG(torch.optim.Optimizer):
         if projecting:
             plan.carry = torch.zeros(size, device=self._device)
             plan.dot = torch.zeros(size, device=self._device)
+            plan.dot_parts = [[] for _ in self._blocks]
         for block, sq in zip(self._blocks, block_parts, strict=True):
             g = block.block.num_groups
             nsq = plan.nsq[block.start : block.end]
             inv_norm = torch.where(nsq > 0, nsq.rsqrt(), torch.zeros_like(nsq)) if use_lam else None
-            extra = None
-            if shrink is not None:
-                extra = shrink[block.start : block.end]
-            factors: dict[int, Tensor] = {}
-            for index, (piece, pg_index) in enumerate(zip(block.slices, block.param_groups, strict=True)):
-                if pg_index not in factors:
-                    pg = self.param_groups[pg_index]
-                    base = 1.0 - pg["lr"] * pg["weight_decay"] if self.variant == "adamw" else 1.0
-                    factor = base - (pg["lr"] * self.lam) * inv_norm if use_lam else torch.full_like(nsq, base)
-                    factors[pg_index] = factor if extra is None else factor * extra
-                factor = factors[pg_index]
+            carry = []
+            for pg_index, positions in block.by_param_group.items():
+                pg = self.param_groups[pg_index]
+                base = 1.0 - pg["lr"] * pg["weight_decay"] if self.variant == "adamw" else 1.0
+                factor = base - (pg["lr"] * self.lam) * inv_norm if use_lam else torch.full_like(nsq, base)
+                if shrink is not None:
+                    factor = factor * shrink[block.start : block.end]
                 if projecting:
-                    plan.carry[block.start : block.end] += factor * sq[index]
+                    part = sq[positions[0]] if len(positions) == 1 else sq[positions].sum(0)
+                    carry.append(factor * part)
                 multiplier = factor if keep is None else factor * keep[block.start : block.end]
-                plan.multiplier[id(piece.param)] = (piece, g, multiplier, block.start, block.end)
+                for index in positions:
+                    plan.multiplier[id(block.slices[index].param)] = (block.slices[index], g, multiplier, block)
+            if carry:
+                plan.carry[block.start : block.end] = carry[0] if len(carry) == 1 else torch.stack(carry).sum(0)
         return plan
 
     def _scratch(self, tensors: list[Tensor], slot: int) -> list[Tensor] | None:
@@ -685,13 +692,13 @@ class HSPG(torch.optim.Optimizer):
         return out
 
     def _scale_carried(self, p: Tensor, plan: _Plan) -> None:
-        piece, g, multiplier, _, _ = plan.multiplier[id(p)]
+        piece, g, multiplier, _ = plan.multiplier[id(p)]
         _grouped(piece, p, g).mul_(multiplier.to(p.dtype).view(piece.broadcast_shape(g)))
 
     def _accumulate_dot(self, p: Tensor, step: Tensor, scale: float, plan: _Plan) -> None:
-        piece, g, _, start, end = plan.multiplier[id(p)]
+        piece, g, _, block = plan.multiplier[id(p)]
         dots = _per_group_sum(piece, self._product(step, p), g)
-        plan.dot[start:end] += dots if scale == 1.0 else dots * scale
+        plan.dot_parts[block.position].append(dots if scale == 1.0 else dots * scale)
 
     def _adamw_update(self, group: dict, items, plan: _Plan, stage2: bool) -> None:
         """AdamW moments and update for one param group; grouped params get the HSPG carried-part factor."""
@@ -779,6 +786,9 @@ class HSPG(torch.optim.Optimizer):
     def _project(self, t: int, deadline: int | None, plan: _Plan) -> None:
         """Decide the half-space projections, agree on them across ranks, and zero those groups and moments."""
         active = self._prunable & ~self._zero
+        for block, parts in zip(self._blocks, plan.dot_parts, strict=True):
+            if parts:
+                plan.dot[block.start : block.end] = parts[0] if len(parts) == 1 else torch.stack(parts).sum(0)
         trial = plan.carry + plan.dot  # x̃ᵀx per group
         crossed = (trial < self.epsilon * plan.nsq) | (plan.nsq == 0)
         if plan.candidates is None:
@@ -905,6 +915,8 @@ class _Plan:
         self.candidates: Tensor | None = None
         self.final = False
         self.multiplier: dict[int, tuple] = {}
+        """id(param) -> (its slice, number of groups, multiplier of the carried part, its `_Block`)."""
+        self.dot_parts: list[list[Tensor]] = []
 
 
 def _check_positive(name: str, value: float) -> None:
