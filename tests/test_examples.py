@@ -133,3 +133,29 @@ def test_run_glue_column_guessing_for_pairs_and_singles():
         run_glue.text_columns(explicit, ["a", "label"])
     with pytest.raises(ValueError, match="regression"):
         run_glue.DataArguments(task_name="stsb")
+
+
+def test_run_clm_end_to_end_on_a_text_file(assets):
+    squad = generate_squad(40, seed=5)
+    contexts = [p["context"] for a in squad["data"] for p in a["paragraphs"]]
+    (assets["root"] / "train.txt").write_text("\n".join(contexts[:32]))
+    (assets["root"] / "val.txt").write_text("\n".join(contexts[32:]))
+    transformers.LlamaConfig(
+        vocab_size=600, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64,
+    ).save_pretrained(assets["root"] / "llama")  # fmt: skip
+    out = assets["root"] / "clm-out"
+    _run(
+        "run_clm.py",
+        "--config_name", str(assets["root"] / "llama"), "--tokenizer_name", str(assets["root"] / "tokenizer"),
+        "--train_file", str(assets["root"] / "train.txt"), "--validation_file", str(assets["root"] / "val.txt"),
+        "--block_size", "32", "--output_dir", str(out), *TRAIN_ARGS,
+    )  # fmt: skip
+    results = json.loads((out / "eval_results.json").read_text())
+    assert results["perplexity_slim"] == pytest.approx(results["perplexity_group_sparse"], rel=1e-4)
+    assert results["perplexity_group_sparse"] < results["perplexity_before"]  # it trained
+    assert results["params_slim"] < results["params_dense"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == "oto_llama"
+    model = transformers.AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True)
+    assert sum(p.numel() for p in model.parameters()) == results["params_slim"]
