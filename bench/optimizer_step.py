@@ -9,8 +9,12 @@ interleaved in one run, so machine noise hits every optimizer alike:
 - HSPG stage 2 (half-space stage with a live target schedule: 30% of the groups already zero, candidate
   selection, adaptive shrink and capped projection every step).
 
-Usage: ``python bench/optimizer_step.py [--reps 7]``. Prints the medians, the ratios (target ≤ 1.5) and the
-state memory ratio (target ≤ 1.1).
+Usage: ``python bench/optimizer_step.py [--reps 7] [--threads 1] [--device cpu|cuda]``. Prints the medians,
+the ratios (target ≤ 1.5) and the state memory ratio (target ≤ 1.1; HSPG's figure includes its CPU workspace).
+
+``--threads`` defaults to 1: on a small machine shared with other jobs, multi-threaded timings are dominated
+by OpenMP threads waiting for descheduled siblings (AdamW itself varied 10x between runs here), which says
+nothing about either optimizer. On a quiet many-core machine pass ``--threads 0``.
 """
 
 from __future__ import annotations
@@ -67,7 +71,9 @@ def timed(optimizer: torch.optim.Optimizer, device: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, default=7)
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (0: torch's default); see the module docstring"
+    )
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
     if args.threads:
