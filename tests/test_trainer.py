@@ -250,7 +250,7 @@ def test_hspg_without_penalty_equals_stock_trainer(tmp_path, variant):
     stock Trainer with the same lr schedule, weight decay split, gradient clipping (active here) and gradient
     accumulation. This proves each of those reaches HSPG exactly as it reaches torch's optimizer."""
     common = dict(
-        max_steps=8,
+        max_steps=6,
         per_device_train_batch_size=4,
         gradient_accumulation_steps=2,
         warmup_steps=2,
@@ -272,13 +272,13 @@ def test_hspg_without_penalty_equals_stock_trainer(tmp_path, variant):
     stock.model_accepts_loss_kwargs = False
     stock.train()
     oto_args = make_args(
-        tmp_path / "oto", oto_lambda=0.0, oto_n_p=8, oto_variant=variant, oto_momentum=0.9, **common
-    )  # n_p = 8 = max_steps: stage 1 only
+        tmp_path / "oto", oto_lambda=0.0, oto_n_p=6, oto_variant=variant, oto_momentum=0.9, **common
+    )  # n_p = 6 = max_steps: stage 1 only
     oto = OTOTrainer(model=make_model(), args=oto_args, train_dataset=make_dataset())
     oto.train()
-    assert oto.hspg.switch_step == 8 and oto.hspg.current_step == 8  # stage 2 would start after the last step
+    assert oto.hspg.switch_step == 6 and oto.hspg.current_step == 6  # stage 2 would start after the last step
     grad_norms = [log["grad_norm"] for log in oto.state.log_history if "grad_norm" in log]
-    assert len(grad_norms) == 8 and max(grad_norms) > 2 * 0.05, "clipping must be active for this test to mean much"
+    assert len(grad_norms) == 6 and max(grad_norms) > 2 * 0.05, "clipping must be active for this test to mean much"
     assert max_state_diff(stock.model, oto.model) <= 1e-6
     moved = max_state_diff(make_model(), oto.model)
     assert moved > 1e-3, "training did not change the weights"
@@ -304,6 +304,7 @@ def test_gradient_accumulation_matches_large_batch(tmp_path):
             tmp_path / f"ga{accumulation}",
             per_device_train_batch_size=batch,
             gradient_accumulation_steps=accumulation,
+            max_steps=10,
             oto_prune="heads",
             oto_target_group_sparsity=0.5,
             oto_lambda=0.05,
@@ -312,7 +313,7 @@ def test_gradient_accumulation_matches_large_batch(tmp_path):
         trainer.train()
         runs.append(trainer)
     large, accumulated = runs
-    assert accumulated.hspg.current_step == large.hspg.current_step == 12
+    assert accumulated.hspg.current_step == large.hspg.current_step == 10
     assert torch.equal(large.hspg.zero_mask(), accumulated.hspg.zero_mask())
     assert (
         large.state.log_history[-1]["oto/zero_heads"] == 6 and large.state.log_history[-1]["oto/zero_ffn_neurons"] == 0
@@ -334,10 +335,11 @@ OTO_LOG_KEYS = {
 }
 
 
-def test_logs_eval_callbacks_and_tensorboard_with_exact_target(tmp_path):
+def test_logs_eval_callbacks_and_tensorboard_with_exact_target(tmp_path, capsys):
     """One run with eval_strategy="steps", a custom callback and report_to=["tensorboard"]:
 
-    - every logging step carries the oto/* metrics, in the callback's logs and in the TensorBoard event file;
+    - every logging step carries the oto/* metrics: in the callback's logs, on the console (the progress
+      printer, as disable_tqdm=True) and in the TensorBoard event file;
     - evaluation runs every eval_steps with compute_metrics;
     - the final group sparsity is exactly ⌊s·N⌋/N and the model holds exactly that many all-zero groups;
     - the logged params/FLOPs kept ratios are those of the slim model.
@@ -363,6 +365,8 @@ def test_logs_eval_callbacks_and_tensorboard_with_exact_target(tmp_path):
     )
     trainer.train()
     target = math.floor(0.4 * NUM_GROUPS)
+    printed = [line for line in capsys.readouterr().out.splitlines() if "'loss'" in line]
+    assert len(printed) == 4 and all(f"'{key}'" in line for line in printed for key in OTO_LOG_KEYS)
 
     train_logs = [(step, logs) for step, logs in recorder.logs if "loss" in logs]
     assert [step for step, _ in train_logs] == [5, 10, 15, 20]
@@ -418,19 +422,19 @@ def test_logs_eval_callbacks_and_tensorboard_with_exact_target(tmp_path):
 
 
 def test_checkpoints_are_dense_and_resume_exactly(tmp_path):
-    """Stop after 6 of 12 steps (the checkpoint sits in the middle of the target schedule), resume in a fresh
+    """Stop after 5 of 10 steps (the checkpoint sits in the middle of the target schedule), resume in a fresh
     trainer whose model starts from other weights: the final weights and zero masks equal the uninterrupted run's."""
     settings = dict(
-        max_steps=12,
+        max_steps=10,
         save_strategy="steps",
-        save_steps=6,
+        save_steps=5,
         oto_target_group_sparsity=0.4,
-        oto_n_p=0.25,  # stage 2 from step 3, last projection at step 8
+        oto_n_p=0.25,  # stage 2 from step 2, last projection at step 7
     )
     full = OTOTrainer(model=make_model(), args=make_args(tmp_path / "full", **settings), train_dataset=make_dataset())
     full.train()
-    checkpoint = tmp_path / "full" / "checkpoint-6"
-    assert sorted(os.listdir(tmp_path / "full")) == ["checkpoint-12", "checkpoint-6"]
+    checkpoint = tmp_path / "full" / "checkpoint-5"
+    assert sorted(os.listdir(tmp_path / "full")) == ["checkpoint-10", "checkpoint-5"]
 
     # the checkpoint is a stock, dense model plus HSPG state mid-schedule
     config = json.loads((checkpoint / "config.json").read_text())
@@ -441,10 +445,10 @@ def test_checkpoints_are_dense_and_resume_exactly(tmp_path):
     assert [layer.intermediate.dense.out_features for layer in dense.bert.encoder.layer] == [24, 24, 24]
     assert [layer.attention.self.query.out_features for layer in dense.bert.encoder.layer] == [32, 32, 32]
     state = torch.load(checkpoint / "optimizer.pt", weights_only=True)["hspg"]
-    assert state["step"] == 6 and state["stage"] == 2 and state["total_steps"] == 12
+    assert state["step"] == 5 and state["stage"] == 2 and state["total_steps"] == 10
 
     # the last checkpoint holds the final, dense, group-sparse weights
-    last = transformers.BertForSequenceClassification.from_pretrained(tmp_path / "full" / "checkpoint-12")
+    last = transformers.BertForSequenceClassification.from_pretrained(tmp_path / "full" / "checkpoint-10")
     assert max_state_diff(last, full.model) == 0.0
     assert int(hf_oto.build_groups(last).zero_mask().sum()) == math.floor(0.4 * NUM_GROUPS)
 
@@ -453,7 +457,7 @@ def test_checkpoints_are_dense_and_resume_exactly(tmp_path):
     )
     assert max_state_diff(resumed.model, full.model) > 0.1  # starts elsewhere: weights must come from the checkpoint
     resumed.train(resume_from_checkpoint=str(checkpoint))
-    assert resumed.state.global_step == 12 and resumed.hspg.current_step == 12
+    assert resumed.state.global_step == 10 and resumed.hspg.current_step == 10
     assert torch.equal(resumed.hspg.zero_mask(), full.hspg.zero_mask())
     assert int(full.hspg.zero_mask().sum()) == math.floor(0.4 * NUM_GROUPS)
     assert torch.equal(hf_oto.build_groups(resumed.model).zero_mask(), hf_oto.build_groups(full.model).zero_mask())
