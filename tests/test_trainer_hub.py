@@ -20,6 +20,8 @@ from test_trainer_save import SLIM_FILES
 import hf_oto
 from hf_oto import OTOTrainer, OTOTrainingArguments
 
+FAKE_TOKEN = "hf_fake_token_for_the_loopback_stub"  # not a credential: only ever sent to HubStub
+
 
 @pytest.fixture
 def hub(monkeypatch):
@@ -55,12 +57,13 @@ def slim_weights_match_config(weights: dict[str, torch.Tensor], config: dict) ->
 def test_push_to_hub_uploads_only_the_slim_folder(tmp_path, hub, tiny_tokenizer):
     """After a run that wrote dense checkpoints into output_dir, push_to_hub() commits exactly the slim folder
     (weights, config, code files, OTO card, plot, tokenizer), byte for byte as saved, to the repo create_repo
-    resolved; never checkpoints, dense weights or training_args.bin."""
+    resolved; never checkpoints, dense weights or training_args.bin, and never the hub_token."""
     output_dir = tmp_path / "tiny-oto"
     args = make_args(
         output_dir,
         push_to_hub=True,
         hub_strategy="end",
+        hub_token=FAKE_TOKEN,
         save_strategy="steps",
         save_steps=5,
         max_steps=10,
@@ -84,6 +87,8 @@ def test_push_to_hub_uploads_only_the_slim_folder(tmp_path, hub, tiny_tokenizer)
     assert set(commit.files) == SLIM_FILES | tokenizer_files
     for name, content in commit.files.items():
         assert content == (output_dir / name).read_bytes(), f"{name} differs from the saved slim folder"
+        assert FAKE_TOKEN.encode() not in content, f"{name} leaks hub_token"
+    assert json.loads(commit.files["training_args.json"])["hub_token"] == "<HUB_TOKEN>"
 
     config = json.loads(commit.files["config.json"])
     assert config["model_type"] == "oto_bert"
