@@ -121,6 +121,23 @@ class _Workspace:
         return sum(buffer.numel() * buffer.element_size() for buffer in self.buffers.values())
 
 
+def structure_quotas(counts: Tensor, sparsity: float) -> Tensor:
+    """Per-structure zero-group quotas that sum to exactly ``⌊s·N⌋`` (``N = Σ counts``).
+
+    Each structure k gets ``⌊s·N_k⌋``; the few groups left over go to the structures with the largest
+    fractional remainders (ties: first structure). Pruning the same fraction of heads and of neurons keeps
+    saliencies compared within one kind of group, where norms are comparable.
+    """
+    counts = counts.double().cpu()
+    exact = counts * sparsity
+    quotas = torch.floor(exact + 1e-9)
+    leftover = int(math.floor(round(sparsity * float(counts.sum()), 9)) - quotas.sum().item())
+    if leftover > 0:
+        order = torch.sort(-(exact - quotas), stable=True).indices[:leftover]
+        quotas[order] += 1
+    return quotas.long()
+
+
 class HSPG(torch.optim.Optimizer):
     r"""Half-Space Stochastic Projected Gradient (Chen et al., "Only Train Once", NeurIPS 2021).
 
@@ -156,8 +173,10 @@ class HSPG(torch.optim.Optimizer):
     ``t_last = ⌊deadline·T⌋ − 1`` (``projection_deadline=0.8`` leaves ≥ 20% of the steps for the network to
     adapt). From ``n_p`` to ``t_last`` every step:
 
-    1. *Candidates*: the ``K − #zero`` active prunable groups of smallest size-normalized saliency
-       ``‖x_g‖/√|g|`` (stable sort, ties broken by group index: deterministic on every process).
+    1. *Candidates*: ``K`` is split into per-structure quotas ``K_k`` (``⌊s·N_k⌋``, the remainder to the
+       largest fractional parts; see `structure_quotas`), so heads and FFN neurons are pruned in the same
+       proportion. Per structure, the ``K_k − #zero_k`` active groups of smallest size-normalized saliency
+       ``‖x_g‖/√|g|`` are candidates (stable sort, ties broken by group index: deterministic on every process).
     2. *Adaptive penalty*: a candidate's carried part is shrunk by ``c_t = 1 − 1/(t_last − t + 1)`` on top
        of its step, ``x̃_g = c_t·(1 − lr·wd − lr·λ/‖x_g‖)·x_g − lr·m̂/(√v̂+eps)``. This is a per-group
        adaptive ``λ_g = ‖x_g‖(1 − c_t)/lr``; the product of the ``c_t`` telescopes to 0 at ``t_last``.
@@ -322,6 +341,11 @@ class HSPG(torch.optim.Optimizer):
         self._workspace = _Workspace(max(CPU_CHUNK_NUMEL, largest)) if self._device.type == "cpu" else None
         self._chunk_numel = self._workspace.numel if self._workspace is not None else math.inf
         self._inv_sqrt_size = self.groups.group_sizes().rsqrt().to(self._device) if len(self.groups) else torch.zeros(0)
+        self._structure = (
+            self.groups.structure_index().to(self._device) if len(self.groups) else torch.zeros(0, dtype=torch.long)
+        )
+        self._num_structures = max(len(self.groups.structures()), 1)
+        self._quotas = self.structure_quotas() if self.target_group_sparsity is not None else None
 
     def set_total_steps(self, total_steps: int) -> None:
         """Tell HSPG how many `step()` calls training makes; resolves a fractional ``n_p`` and the target schedule.
@@ -361,6 +385,29 @@ class HSPG(torch.optim.Optimizer):
         if self.target_group_sparsity is None:
             return None
         return int(math.floor(round(self.target_group_sparsity * self._num_prunable, 9)))
+
+    def structure_quotas(self) -> Tensor:
+        """Zero groups to reach per structure (heads, FFN neurons, ...): see `structure_quotas`."""
+        counts = torch.bincount(self._structure[self._prunable], minlength=self._num_structures)
+        return structure_quotas(counts, self.target_group_sparsity)
+
+    def _select_candidates(self, norms_squared: Tensor) -> Tensor:
+        """This step's candidates: per structure, the active groups of smallest ‖x_g‖/√|g| still needed to
+        reach its quota (stable sort: ties go to the lower group index, identically on every process)."""
+        active = self._prunable & ~self._zero
+        zeros = torch.bincount(self._structure[self._zero & self._prunable], minlength=self._num_structures)
+        need = (self._quotas.to(zeros.device) - zeros).clamp(min=0)
+        saliency = torch.where(
+            active, norms_squared.sqrt() * self._inv_sqrt_size, torch.full_like(norms_squared, math.inf)
+        )
+        order = torch.sort(saliency, stable=True).indices
+        structure_sorted = self._structure[order]
+        one_hot = torch.nn.functional.one_hot(structure_sorted, self._num_structures)
+        rank_in_structure = (one_hot.cumsum(0) - 1).gather(1, structure_sorted[:, None]).squeeze(1)
+        chosen_sorted = rank_in_structure < need[structure_sorted]
+        candidates = torch.zeros_like(active)
+        candidates[order] = chosen_sorted
+        return candidates & active
 
     def _check_schedule(self) -> None:
         """Raise `ValueError` when the stage switch or the target schedule cannot be resolved or cannot fit."""
@@ -632,13 +679,7 @@ class HSPG(torch.optim.Optimizer):
 
         shrink = None
         if projecting and deadline is not None:
-            active = self._prunable & ~self._zero
-            need = self.target_zero_groups - self._zero_count
-            saliency = torch.where(active, plan.nsq.sqrt() * self._inv_sqrt_size, torch.full_like(plan.nsq, math.inf))
-            order = torch.sort(saliency, stable=True).indices
-            rank = torch.empty_like(order)
-            rank[order] = torch.arange(order.numel(), device=order.device)
-            plan.candidates = active & (rank < need)
+            plan.candidates = self._select_candidates(plan.nsq)
             remaining = max(deadline - t + 1, 1)
             plan.final = remaining == 1
             shrink = torch.where(plan.candidates, 1.0 - 1.0 / remaining, 1.0)

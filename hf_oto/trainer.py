@@ -27,7 +27,7 @@ from transformers.trainer_utils import HubStrategy
 
 from .architectures import base_model_type, get_spec
 from .groups import ATTENTION, FFN, GroupSet, build_groups
-from .hspg import HSPG
+from .hspg import HSPG, structure_quotas
 from .model_card import PLOT_FILE, plot_layers, render_model_card
 from .modeling_oto import _auto_class_name, replace_directory
 from .slim import SlimReport, model_shape, slim_model
@@ -204,20 +204,35 @@ class OTOTrainer(Trainer):
             )
         target = self.args.oto_target_group_sparsity
         if target is not None:
-            kinds = PRUNE_CHOICES[self.args.oto_prune]
-            removable = prunable - len(kinds)  # keep at least one group of every structure asked to prune
-            if int(target * prunable) > removable:
-                names = " and ".join("attention heads" if kind == ATTENTION else "FFN neurons" for kind in kinds)
-                raise ValueError(
-                    f"oto_target_group_sparsity={target} asks for {int(target * prunable)} of {prunable} prunable groups "
-                    f"to be zero, which could remove every one of the model's {names}. Lower it to at most "
-                    f"{removable / prunable:.3f}."
-                )
+            self._check_target_keeps_every_structure(groups, target)
         dataset = self.train_dataset
         if dataset is not None and hasattr(dataset, "__len__") and len(dataset) == 0:
             raise ValueError(
                 "train_dataset has 0 examples; OTOTrainer needs data to train on. Check your data files/filters."
             )
+
+    @staticmethod
+    def _check_target_keeps_every_structure(groups: GroupSet, target: float) -> None:
+        """HSPG splits the target into per-structure quotas; refuse one that would zero a whole structure."""
+        structures = groups.structures()
+        index = groups.structure_index()[groups.prunable_mask()]
+        counts = torch.bincount(index, minlength=len(structures))
+        quotas = structure_quotas(counts, target)
+        emptied = [structures[k] for k in range(len(structures)) if counts[k] and quotas[k] >= counts[k]]
+        if not emptied:
+            return
+        # the largest sparsity (in steps of 0.001) whose quotas keep a group of every structure
+        best = next(
+            s / 1000
+            for s in range(int(target * 1000), -1, -1)
+            if bool((structure_quotas(counts, s / 1000) < counts)[counts > 0].all())
+        )
+        names = " and ".join("attention heads" if kind == ATTENTION else "FFN neurons" for kind in emptied)
+        raise ValueError(
+            f"oto_target_group_sparsity={target} would remove every prunable group of the model's {names} "
+            f"({int(sum(quotas))} of {int(sum(counts))} prunable groups, split per structure). Lower it to at "
+            f"most {best:.3f}, or exclude that structure with oto_prune."
+        )
 
     def _build_groups(self, model: torch.nn.Module) -> GroupSet:
         return build_groups(

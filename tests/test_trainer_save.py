@@ -302,28 +302,22 @@ def test_unprunable_layer_out_of_range(tmp_path):
 
 
 def test_target_that_would_remove_every_group_of_a_type(tmp_path):
-    """oto_prune="both" asks to keep some heads and some neurons; 83 of 84 zero groups cannot. The suggested
-    maximum in the message is accepted."""
+    """oto_prune="both" asks to keep some heads and some neurons. At 0.99, HSPG's per-structure quotas would
+    zero all 12 heads (11.88 rounds up with the leftover group). The suggested maximum in the message is accepted."""
     args = make_args(tmp_path, oto_target_group_sparsity=0.99)
     with pytest.raises(ValueError, match="oto_target_group_sparsity=0.99") as error:
         OTOTrainer(model=make_model(), args=args, train_dataset=make_dataset())
     message = str(error.value)
-    assert "attention heads and FFN neurons" in message
+    assert "every prunable group of the model's attention heads" in message
     suggested = float(re.search(r"Lower it to at most (\d+\.\d+)", message).group(1))
     assert math.floor(suggested * NUM_GROUPS) <= NUM_GROUPS - 2
     args = make_args(tmp_path, oto_target_group_sparsity=suggested)
     OTOTrainer(model=make_model(), args=args, train_dataset=make_dataset())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gap, reported: HSPG ranks target candidates by saliency across structures, with no floor per "
-    "structure, so a target the trainer's check accepts can still zero every head (needs a per-structure floor "
-    "in HSPG's candidate selection, or a stricter OTOTrainer._check_model_and_data)",
-)
 def test_accepted_high_target_keeps_a_group_of_every_structure(tmp_path):
-    """oto_prune="both" at 95% passes the check above (79 ≤ 82 zero groups), so training must keep at least one
-    head and one FFN neuron. Today every head goes: the model ends with no attention at all."""
+    """oto_prune="both" at 95% passes the check above, so training must keep at least one head and one FFN
+    neuron: HSPG's per-structure quotas (11 of 12 heads, 68 of 72 neurons) guarantee it."""
     args = make_args(tmp_path, max_steps=12, oto_target_group_sparsity=0.95)
     trainer = OTOTrainer(model=make_model(), args=args, train_dataset=make_dataset())
     trainer.train()
