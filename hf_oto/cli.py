@@ -284,6 +284,7 @@ def demo_command(args: argparse.Namespace) -> int:
             train_paragraphs=args.train_paragraphs,
             validation_paragraphs=args.eval_paragraphs,
             seed=args.seed,
+            people_per_paragraph=(2, args.max_people),
         )
         written += [("synthetic train set", train_path), ("synthetic eval set", eval_path)]
         train_questions, eval_questions = _load_questions(train_path), _load_questions(eval_path)
@@ -306,7 +307,10 @@ def demo_command(args: argparse.Namespace) -> int:
         model_name = "BERT from scratch"
     window = {"tokenizer": tokenizer, "max_seq_length": args.max_seq_length, "doc_stride": args.doc_stride}
     train_features = train_questions.map(
-        prepare_train_features, batched=True, remove_columns=train_questions.column_names, fn_kwargs=window
+        prepare_train_features,
+        batched=True,
+        remove_columns=train_questions.column_names,
+        fn_kwargs={**window, "pad_to_max_length": False},
     )
 
     # 3. train and compress in one run --------------------------------------------------------------------
@@ -333,7 +337,7 @@ def demo_command(args: argparse.Namespace) -> int:
         args=training_args,
         train_dataset=train_features,
         processing_class=tokenizer,
-        data_collator=transformers.default_data_collator,
+        data_collator=transformers.DataCollatorWithPadding(tokenizer),
     )
     trainer.train()
     dense = trainer.model
@@ -458,21 +462,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", default=None, help="a local pretrained BERT-family folder instead of BERT from scratch"
     )
     demo.add_argument("--data", default=None, help="a SQuAD v1.1 JSON file instead of the synthetic set")
-    demo.add_argument("--max_steps", type=int, default=800, help="training steps")
+    demo.add_argument("--max_steps", type=int, default=1500, help="training steps")
     demo.add_argument("--target_sparsity", type=float, default=0.5, help="share of heads and FFN neurons to remove")
-    demo.add_argument("--learning_rate", type=float, default=1e-3)
-    demo.add_argument("--batch_size", type=int, default=32)
+    demo.add_argument("--learning_rate", type=float, default=2e-3)
+    demo.add_argument("--batch_size", type=int, default=16)
     demo.add_argument("--max_seq_length", type=int, default=128)
     demo.add_argument("--doc_stride", type=int, default=32)
     demo.add_argument(
         "--train_paragraphs", type=int, default=1500, help="synthetic training paragraphs (4 questions each)"
     )
+    demo.add_argument("--max_people", type=int, default=4, help="synthetic paragraphs describe 2 to this many people")
     demo.add_argument("--eval_paragraphs", type=int, default=100, help="synthetic evaluation paragraphs")
     demo.add_argument("--max_eval_questions", type=int, default=None, help="score on at most this many questions")
     demo.add_argument("--vocab_size", type=int, default=2000, help="WordPiece vocabulary when training from scratch")
-    demo.add_argument("--hidden_size", type=int, default=128, help="from-scratch BERT: hidden size (FFN is 4x)")
-    demo.add_argument("--num_layers", type=int, default=4, help="from-scratch BERT: layers")
-    demo.add_argument("--num_heads", type=int, default=8, help="from-scratch BERT: attention heads per layer")
+    demo.add_argument("--hidden_size", type=int, default=64, help="from-scratch BERT: hidden size (FFN is 4x)")
+    demo.add_argument("--num_layers", type=int, default=3, help="from-scratch BERT: layers")
+    demo.add_argument("--num_heads", type=int, default=4, help="from-scratch BERT: attention heads per layer")
     demo.add_argument("--latency_batch", type=int, default=32)
     demo.add_argument("--latency_rounds", type=int, default=20)
     demo.add_argument("--seed", type=int, default=0)
