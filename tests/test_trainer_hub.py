@@ -25,7 +25,8 @@ FAKE_TOKEN = "hf_fake_token_for_the_loopback_stub"  # not a credential: only eve
 
 @pytest.fixture
 def hub(monkeypatch):
-    """Point huggingface_hub (and transformers' shared HfApi) at a HubStub on 127.0.0.1, online, without a token.
+    """Point huggingface_hub (and transformers' shared HfApi) at a HubStub on 127.0.0.1, online, never sending a
+    token saved on this machine.
 
     conftest sets HF_HUB_OFFLINE=1 before huggingface_hub is imported, so the module-level constants it read then
     are patched here; HF_ENDPOINT is set too for anything that reads the environment later."""
@@ -122,7 +123,7 @@ def test_every_save_pushes_consistent_slim_snapshots(tmp_path, hub):
         hub_strategy="every_save",
         save_strategy="steps",
         save_steps=4,
-        max_steps=12,
+        max_steps=8,
         oto_target_group_sparsity=0.4,
     )
     trainer = OTOTrainer(model=make_model(), args=args, train_dataset=make_dataset())
