@@ -86,7 +86,7 @@ class GroupBlock:
         targets = tensors if tensors is not None else [piece.param for piece in self.slices]
         for piece, target in zip(self.slices, targets, strict=True):
             view = target.unflatten(piece.dim, (self.num_groups, -1))
-            view.mul_(factors.to(target.dtype).view(piece.broadcast_shape(self.num_groups)))
+            view.mul_(factors.to(device=target.device, dtype=target.dtype).view(piece.broadcast_shape(self.num_groups)))
 
     def describe(self, index: int) -> str:
         where = f"layer {self.layer} " if self.layer is not None else ""
