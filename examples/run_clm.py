@@ -158,12 +158,7 @@ def main(argv: list[str] | None = None) -> dict:
         report = getattr(trainer, "slim_report", None)
         if report is not None:
             logger.info("Slim model:\n%s", report)
-            metrics.update(
-                params_dense=report.dense.params,
-                params_slim=report.slim.params,
-                flops_per_token_dense=report.dense.flops_per_token,
-                flops_per_token_slim=report.slim.flops_per_token,
-            )
+            metrics.update(report.metrics())
     if eval_dataset is not None and training_args.do_train and trainer.is_world_process_zero():
         metrics["perplexity_group_sparse"] = perplexity(trainer.model, eval_dataset, batch_size)
         slim = load_saved_model(training_args.output_dir).to(training_args.device)

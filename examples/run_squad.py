@@ -214,15 +214,7 @@ def main(argv: list[str] | None = None) -> dict:
         report = getattr(trainer, "slim_report", None)
         if report is not None:
             logger.info("Slim model:\n%s", report)
-            metrics.update(
-                params_dense=report.dense.params,
-                params_slim=report.slim.params,
-                params_kept_ratio=report.params_kept_ratio,
-                non_embedding_params_kept_ratio=report.non_embedding_params_kept_ratio,
-                flops_per_token_dense=report.dense.flops_per_token,
-                flops_per_token_slim=report.slim.flops_per_token,
-                flops_kept_ratio=report.flops_kept_ratio,
-            )
+            metrics.update(report.metrics())
 
     if training_args.do_eval:
         metric = load_squad_metric()

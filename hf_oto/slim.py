@@ -56,6 +56,18 @@ class SlimReport:
     def flops_kept_ratio(self) -> float:
         return self.slim.flops_per_token / self.dense.flops_per_token
 
+    def metrics(self) -> dict[str, float]:
+        """Flat dense/slim figures for `eval_results.json`-style metric files."""
+        return {
+            "params_dense": self.dense.params,
+            "params_slim": self.slim.params,
+            "params_kept_ratio": self.params_kept_ratio,
+            "non_embedding_params_kept_ratio": self.non_embedding_params_kept_ratio,
+            "flops_per_token_dense": self.dense.flops_per_token,
+            "flops_per_token_slim": self.slim.flops_per_token,
+            "flops_kept_ratio": self.flops_kept_ratio,
+        }
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data.update(
