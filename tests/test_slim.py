@@ -200,3 +200,30 @@ def test_report_counts_and_str():
     assert report.dense.flops_per_token - report.slim.flops_per_token == 2 * 4 * 32 * 32 + 4 * seq * 4 * head_dim
     text = str(report)
     assert "0/4" in text and "FLOPs/token @64" in text
+
+
+def test_unsupported_model_names_type_and_supported_ones():
+    model = transformers.GPT2Model(transformers.GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50))
+    for call in (hf_oto.build_groups, hf_oto.slim_model):
+        with pytest.raises(hf_oto.UnsupportedModelError) as error:
+            call(model)
+        message = str(error.value)
+        assert "'gpt2'" in message
+        for supported in hf_oto.SUPPORTED_MODEL_TYPES:
+            assert supported in message
+
+
+def test_groupset_interface(capsys):
+    dense = tiny_model("bert")
+    groups = hf_oto.build_groups(dense)
+    assert len(groups) == 3 * (4 + 24) and groups.norms().shape == (len(groups),)
+    assert str(groups[0]) == "layer 0 attention head 0" and str(groups[4 + 23]) == "layer 0 ffn neuron 23"
+    groups.zero_([1, 4 + 5, 28 + 2])  # layer 0 head 1, layer 0 neuron 5, layer 1 head 2
+    norms = groups.norms()
+    assert norms[1] == 0 and norms[9] == 0 and norms[30] == 0
+    assert int((norms == 0).sum()) == 3
+    print(groups)
+    lines = capsys.readouterr().out.splitlines()
+    assert "0 | 3/4 heads | 23/24 neurons" in lines[2]
+    assert "1 | 3/4 heads | 24/24 neurons" in lines[3]
+    assert "2 | 4/4 heads | 24/24 neurons" in lines[4]
