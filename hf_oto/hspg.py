@@ -600,6 +600,7 @@ class HSPG(torch.optim.Optimizer):
         self.total_steps = extra["total_steps"]
         self.target_group_sparsity = extra["target_group_sparsity"]
         self.projection_deadline = float(extra["projection_deadline"])
+        self._quotas = self.structure_quotas() if self.target_group_sparsity is not None else None
         self._sync_zero_cpu()
 
     def _sync_zero_cpu(self) -> None:
