@@ -77,8 +77,8 @@ def load_slim(path: str | os.PathLike, task: str | None = None, **kwargs: Any):
                 "transformers' AutoModel classes, or slim it first with hf_oto.slim_model."
             )
         architecture = (config.get("architectures") or [None])[0]
-    else:
-        architecture = None
+    else:  # a Hub repo id: its config names the class it was saved from
+        architecture = (getattr(AutoConfig.from_pretrained(path), "architectures", None) or [None])[0]
     if task is not None:
         return getattr(transformers, task).from_pretrained(path, **kwargs)
     if architecture and architecture.startswith(OTO_PREFIX):
