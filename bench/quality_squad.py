@@ -74,7 +74,7 @@ def main() -> None:
     print(
         f"\nSQuAD v1.1 dev, article-disjoint split: train {len(train_examples)} questions ({len(train)} windows), "
         f"eval {len(dev_examples)} questions; {args.steps} steps x batch {args.batch}, seq {args.max_seq_length}, "
-        f"lr {args.lr}, model {os.path.basename(os.path.normpath(args.model))}"
+        f"lr {args.lr}, model {args.model}"
     )
     print_table(rows, ["exact_match", "f1", "slim_f1"])
     dense = next((r for r in rows if r["run"] == "dense"), None)

@@ -75,7 +75,7 @@ def main() -> None:
     )
     print(
         f"\nSST-2 dev ({len(dev)} sentences), {args.steps} steps x batch {args.batch}, max length {args.max_length}, "
-        f"lr {args.lr}, model {os.path.basename(os.path.normpath(args.model))}"
+        f"lr {args.lr}, model {args.model}"
     )
     print_table(rows, ["accuracy", "slim_accuracy"])
     dense = next((r for r in rows if r["run"] == "dense"), None)
