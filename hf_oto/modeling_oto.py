@@ -150,7 +150,7 @@ def replace_directory(source: str, target: str) -> None:
     shutil.rmtree(source, ignore_errors=True)
 
 
-def _auto_class_name(stock_class: type) -> str:
+def auto_class_name(stock_class: type) -> str:
     """The Auto class that maps to `stock_class` (e.g. AutoModelForQuestionAnswering)."""
     from transformers.models.auto import modeling_auto
 
@@ -246,7 +246,7 @@ class OTOSlimMixin:
         os.makedirs(parent, exist_ok=True)
         staging = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.tmp-", dir=parent)
         try:
-            type(self).register_for_auto_class(_auto_class_name(self._oto_base_class))
+            type(self).register_for_auto_class(auto_class_name(self._oto_base_class))
             type(self.config).register_for_auto_class()
             result = super().save_pretrained(staging, *args, **kwargs)
             _add_base_auto_model(staging, self)

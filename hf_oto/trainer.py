@@ -29,7 +29,7 @@ from .architectures import base_model_type, get_spec
 from .groups import ATTENTION, FFN, GroupSet, build_groups
 from .hspg import HSPG, structure_quotas
 from .model_card import PLOT_FILE, plot_layers, render_model_card
-from .modeling_oto import _auto_class_name, replace_directory
+from .modeling_oto import auto_class_name, replace_directory
 from .slim import SlimReport, model_shape, slim_model
 
 logger = logging.getLogger(__name__)
@@ -385,7 +385,7 @@ class OTOTrainer(Trainer):
             model_name=model_name,
             # the repo push_to_hub created (create_repo adds the user's namespace when hub_model_id has none)
             repo_id=self.hub_model_id or self.args.hub_model_id or model_name,
-            auto_class=_auto_class_name(type(slim)._oto_base_class),
+            auto_class=auto_class_name(type(slim)._oto_base_class),
             base_model=finetuned if finetuned and not os.path.isdir(finetuned) else None,
             base_model_type=base_model_type(slim.config),
             settings=self.args.oto_settings(),
