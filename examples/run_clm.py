@@ -15,7 +15,6 @@ Example::
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -81,14 +80,6 @@ def perplexity(model, dataset, batch_size: int) -> float:
         total += loss.item() * tokens
         count += tokens
     return math.exp(total / max(count, 1))
-
-
-def load_saved_model(output_dir: str):
-    with open(os.path.join(output_dir, "config.json")) as handle:
-        model_type = json.load(handle).get("model_type", "")
-    if model_type.startswith("oto_"):
-        return hf_oto.load_slim(output_dir, task="AutoModelForCausalLM")
-    return AutoModelForCausalLM.from_pretrained(output_dir)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -161,7 +152,9 @@ def main(argv: list[str] | None = None) -> dict:
             metrics.update(report.metrics())
     if eval_dataset is not None and training_args.do_train and trainer.is_world_process_zero():
         metrics["perplexity_group_sparse"] = perplexity(trainer.model, eval_dataset, batch_size)
-        slim = load_saved_model(training_args.output_dir).to(training_args.device)
+        slim = AutoModelForCausalLM.from_pretrained(
+            training_args.output_dir
+        )  # slim class via import hf_oto.to(training_args.device)
         metrics["perplexity_slim"] = perplexity(slim, eval_dataset, batch_size)
     if metrics and trainer.is_world_process_zero():
         trainer.log_metrics("eval", metrics)

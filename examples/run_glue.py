@@ -25,7 +25,6 @@ Example (offline, SST-2 tsv)::
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import os
 import sys
@@ -171,15 +170,6 @@ def predict_classes(model, dataset, collator, batch_size: int) -> np.ndarray:
     return np.concatenate(predictions)
 
 
-def load_saved_model(output_dir: str):
-    """The model that `save_model` wrote: the slim class for hf_oto folders, the stock class otherwise."""
-    with open(os.path.join(output_dir, "config.json")) as handle:
-        model_type = json.load(handle).get("model_type", "")
-    if model_type.startswith("oto_"):
-        return hf_oto.load_slim(output_dir, task="AutoModelForSequenceClassification")
-    return AutoModelForSequenceClassification.from_pretrained(output_dir)
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = HfArgumentParser((ModelArguments, DataArguments, OTOTrainingArguments))
     argv = sys.argv[1:] if argv is None else argv
@@ -285,7 +275,9 @@ def main(argv: list[str] | None = None) -> dict:
         metrics.update(trainer.evaluate(eval_dataset))
         metrics["eval_samples"] = len(eval_dataset)
         if training_args.do_train and trainer.is_world_process_zero():
-            slim = load_saved_model(training_args.output_dir).to(training_args.device)
+            slim = AutoModelForSequenceClassification.from_pretrained(
+                training_args.output_dir
+            )  # slim class via import hf_oto.to(training_args.device)
             predictions = predict_classes(slim, eval_dataset, collator, training_args.per_device_eval_batch_size)
             slim_scores = metric.compute(predictions=predictions, references=eval_dataset["labels"], average=average)
             metrics.update({f"slim_{key}": value for key, value in slim_scores.items()})

@@ -132,15 +132,6 @@ def load_model_and_tokenizer(model_args: ModelArguments):
     return model, tokenizer
 
 
-def load_saved_model(output_dir: str):
-    """The model that `save_model` wrote: the slim class for hf_oto folders, the stock class otherwise."""
-    with open(os.path.join(output_dir, "config.json")) as handle:
-        model_type = json.load(handle).get("model_type", "")
-    if model_type.startswith("oto_"):
-        return hf_oto.load_slim(output_dir, task="AutoModelForQuestionAnswering")
-    return AutoModelForQuestionAnswering.from_pretrained(output_dir)
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = HfArgumentParser((ModelArguments, DataArguments, OTOTrainingArguments))
     argv = sys.argv[1:] if argv is None else argv
@@ -234,7 +225,9 @@ def main(argv: list[str] | None = None) -> dict:
         metrics["eval_samples"] = len(eval_examples)
         # 2) the slim model as saved, reloaded from disk
         if training_args.do_train and trainer.is_world_process_zero():
-            slim = load_saved_model(training_args.output_dir).to(training_args.device)
+            slim = AutoModelForQuestionAnswering.from_pretrained(
+                training_args.output_dir
+            )  # slim class via import hf_oto.to(training_args.device)
             slim_scores, _ = evaluate_squad(
                 slim,
                 tokenizer,
