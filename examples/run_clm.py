@@ -152,9 +152,8 @@ def main(argv: list[str] | None = None) -> dict:
             metrics.update(report.metrics())
     if eval_dataset is not None and training_args.do_train and trainer.is_world_process_zero():
         metrics["perplexity_group_sparse"] = perplexity(trainer.model, eval_dataset, batch_size)
-        slim = AutoModelForCausalLM.from_pretrained(
-            training_args.output_dir
-        )  # slim class via import hf_oto.to(training_args.device)
+        # `import hf_oto` registers the slim classes: the Auto class loads them, strictly
+        slim = AutoModelForCausalLM.from_pretrained(training_args.output_dir).to(training_args.device)
         metrics["perplexity_slim"] = perplexity(slim, eval_dataset, batch_size)
     if metrics and trainer.is_world_process_zero():
         trainer.log_metrics("eval", metrics)

@@ -275,9 +275,8 @@ def main(argv: list[str] | None = None) -> dict:
         metrics.update(trainer.evaluate(eval_dataset))
         metrics["eval_samples"] = len(eval_dataset)
         if training_args.do_train and trainer.is_world_process_zero():
-            slim = AutoModelForSequenceClassification.from_pretrained(
-                training_args.output_dir
-            )  # slim class via import hf_oto.to(training_args.device)
+            # `import hf_oto` registers the slim classes: the Auto class loads them, strictly
+            slim = AutoModelForSequenceClassification.from_pretrained(training_args.output_dir).to(training_args.device)
             predictions = predict_classes(slim, eval_dataset, collator, training_args.per_device_eval_batch_size)
             slim_scores = metric.compute(predictions=predictions, references=eval_dataset["labels"], average=average)
             metrics.update({f"slim_{key}": value for key, value in slim_scores.items()})

@@ -225,9 +225,8 @@ def main(argv: list[str] | None = None) -> dict:
         metrics["eval_samples"] = len(eval_examples)
         # 2) the slim model as saved, reloaded from disk
         if training_args.do_train and trainer.is_world_process_zero():
-            slim = AutoModelForQuestionAnswering.from_pretrained(
-                training_args.output_dir
-            )  # slim class via import hf_oto.to(training_args.device)
+            # `import hf_oto` registers the slim classes: the Auto class loads them, strictly
+            slim = AutoModelForQuestionAnswering.from_pretrained(training_args.output_dir).to(training_args.device)
             slim_scores, _ = evaluate_squad(
                 slim,
                 tokenizer,
