@@ -39,9 +39,11 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, steps: int, batch: 
     parser.add_argument("--batch", type=int, default=batch)
     parser.add_argument("--lr", type=float, default=lr)
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--sparsities", type=float, nargs="+", default=[0.3, 0.5])
+    parser.add_argument("--sparsities", type=float, nargs="*", default=[0.3, 0.5])
     parser.add_argument("--oto_n_p", type=float, default=0.25)
     parser.add_argument("--oto_lambda", type=float, default=1e-3)
+    parser.add_argument("--oto_saliency", default="magnitude", choices=["magnitude", "taylor"])
+    parser.add_argument("--oto_projection_deadline", type=float, default=0.8)
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU runs)")
     parser.add_argument("--latency_threads", type=int, default=2, help="CPU threads for the latency measurement")
     parser.add_argument("--skip_dense", action="store_true")
@@ -76,7 +78,12 @@ def training_arguments(args: argparse.Namespace, name: str, sparsity: float | No
     if sparsity is None:
         return TrainingArguments(**common)
     return OTOTrainingArguments(
-        **common, oto_target_group_sparsity=sparsity, oto_n_p=args.oto_n_p, oto_lambda=args.oto_lambda
+        **common,
+        oto_target_group_sparsity=sparsity,
+        oto_n_p=args.oto_n_p,
+        oto_lambda=args.oto_lambda,
+        oto_saliency=args.oto_saliency,
+        oto_projection_deadline=args.oto_projection_deadline,
     )
 
 

@@ -23,6 +23,9 @@ from torch import Tensor
 from .groups import ATTENTION, FFN, GroupSet, ParamSlice
 
 VARIANTS = ("adamw", "sgd")
+SALIENCIES = ("magnitude", "taylor")
+TAYLOR_EMA_DECAY = 0.99
+"""Decay of the Taylor-importance moving average: a horizon of ~100 steps, smoothing per-batch noise."""
 STATE_FORMAT = 1
 CPU_CHUNK_NUMEL = 1 << 22
 """On CPU, elementwise temporaries live in a reused workspace of this many entries (see `_Workspace`)."""
@@ -175,8 +178,11 @@ class HSPG(torch.optim.Optimizer):
 
     1. *Candidates*: ``K`` is split into per-structure quotas ``K_k`` (``⌊s·N_k⌋``, the remainder to the
        largest fractional parts; see `structure_quotas`), so heads and FFN neurons are pruned in the same
-       proportion. Per structure, the ``K_k − #zero_k`` active groups of smallest size-normalized saliency
-       ``‖x_g‖/√|g|`` are candidates (stable sort, ties broken by group index: deterministic on every process).
+       proportion. Per structure, the ``K_k − #zero_k`` active groups of smallest saliency are candidates
+       (stable sort, ties broken by group index: deterministic on every process). The saliency is
+       ``‖x_g‖/√|g|`` (``saliency="magnitude"``) or the first-order Taylor estimate of the loss change when
+       the group is removed, ``EMA_t |x_gᵀ∇_g f|`` (``saliency="taylor"``; decay `TAYLOR_EMA_DECAY`, updated
+       from the first step to the deadline with the step's gradient, zero groups excluded).
     2. *Adaptive penalty*: a candidate's carried part is shrunk by ``c_t = 1 − 1/(t_last − t + 1)`` on top
        of its step, ``x̃_g = c_t·(1 − lr·wd − lr·λ/‖x_g‖)·x_g − lr·m̂/(√v̂+eps)``. This is a per-group
        adaptive ``λ_g = ‖x_g‖(1 − c_t)/lr``; the product of the ``c_t`` telescopes to 0 at ``t_last``.
@@ -207,6 +213,8 @@ class HSPG(torch.optim.Optimizer):
         target_group_sparsity: fraction ``s ∈ [0, 1)`` of the prunable groups to drive to exactly zero.
         total_steps: total number of `step()` calls ``T``; may be given later with `set_total_steps`.
         projection_deadline: fraction of ``T`` by which the last projection happens, in (0, 0.8].
+        saliency: how target mode ranks groups for removal: ``"magnitude"`` (size-normalized norm) or
+            ``"taylor"`` (moving average of ``|x_gᵀ∇_g f|``, the first-order loss change of removing the group).
         skip_nonfinite_steps: skip a step whose gradients hold NaN/Inf (counted in `sparsity_report`)
             instead of raising `NonFiniteGradientError`.
         process_group: the torch.distributed group whose ranks must agree on projections (default: world).
@@ -234,6 +242,7 @@ class HSPG(torch.optim.Optimizer):
         target_group_sparsity: float | None = None,
         total_steps: int | None = None,
         projection_deadline: float = 0.8,
+        saliency: str = "magnitude",
         skip_nonfinite_steps: bool = False,
         process_group: Any = None,
     ) -> None:
@@ -243,6 +252,8 @@ class HSPG(torch.optim.Optimizer):
         _check_n_p(n_p)
         if variant not in VARIANTS:
             raise ValueError(f"variant={variant!r} is unknown; choose one of {VARIANTS}.")
+        if saliency not in SALIENCIES:
+            raise ValueError(f"saliency={saliency!r} is unknown; choose one of {SALIENCIES}.")
         if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
             raise ValueError(f"betas={betas!r} must be a pair (beta1, beta2).")
         for index, beta in enumerate(betas):
@@ -276,6 +287,7 @@ class HSPG(torch.optim.Optimizer):
         self.prox = bool(prox)
         self.target_group_sparsity = None if target_group_sparsity is None else float(target_group_sparsity)
         self.projection_deadline = float(projection_deadline)
+        self.saliency = saliency
         self.skip_nonfinite_steps = bool(skip_nonfinite_steps)
         self.process_group = process_group
         self.total_steps: int | None = None
@@ -285,6 +297,8 @@ class HSPG(torch.optim.Optimizer):
         self._plan_groups()
         self._zero = torch.zeros(len(self.groups), dtype=torch.bool, device=self._device)
         self._last_candidates = torch.zeros((), dtype=torch.long, device=self._device)
+        self._importance = torch.zeros(len(self.groups), device=self._device)
+        """Taylor saliency: EMA of ``|x_gᵀ∇_g f|`` per group (``saliency="taylor"`` only)."""
         self._sync_zero_cpu()
         if total_steps is not None:
             self.set_total_steps(total_steps)
@@ -392,14 +406,13 @@ class HSPG(torch.optim.Optimizer):
         return structure_quotas(counts, self.target_group_sparsity)
 
     def _select_candidates(self, norms_squared: Tensor) -> Tensor:
-        """This step's candidates: per structure, the active groups of smallest ‖x_g‖/√|g| still needed to
-        reach its quota (stable sort: ties go to the lower group index, identically on every process)."""
+        """This step's candidates: per structure, the active groups of smallest saliency still needed to reach
+        its quota (stable sort: ties go to the lower group index, identically on every process)."""
         active = self._prunable & ~self._zero
         zeros = torch.bincount(self._structure[self._zero & self._prunable], minlength=self._num_structures)
         need = (self._quotas.to(zeros.device) - zeros).clamp(min=0)
-        saliency = torch.where(
-            active, norms_squared.sqrt() * self._inv_sqrt_size, torch.full_like(norms_squared, math.inf)
-        )
+        score = self._importance if self.saliency == "taylor" else norms_squared.sqrt() * self._inv_sqrt_size
+        saliency = torch.where(active, score, torch.full_like(norms_squared, math.inf))
         order = torch.sort(saliency, stable=True).indices
         structure_sorted = self._structure[order]
         one_hot = torch.nn.functional.one_hot(structure_sorted, self._num_structures)
@@ -568,6 +581,8 @@ class HSPG(torch.optim.Optimizer):
             "target_zero_groups": self.target_zero_groups,
             "projection_deadline": self.projection_deadline,
             "deadline_step": self.deadline_step,
+            "saliency": self.saliency,
+            "importance": self._importance.clone(),
         }
         return state
 
@@ -600,6 +615,9 @@ class HSPG(torch.optim.Optimizer):
         self.total_steps = extra["total_steps"]
         self.target_group_sparsity = extra["target_group_sparsity"]
         self.projection_deadline = float(extra["projection_deadline"])
+        self.saliency = extra.get("saliency", "magnitude")
+        if "importance" in extra:
+            self._importance = extra["importance"].to(device=self._device, dtype=torch.float32).clone()
         self._quotas = self.structure_quotas() if self.target_group_sparsity is not None else None
         self._sync_zero_cpu()
 
@@ -642,6 +660,8 @@ class HSPG(torch.optim.Optimizer):
         projecting = stage2 and (deadline is None or t <= deadline or self._zero_count < self.target_zero_groups)
         if stage2:
             self._mask_zero_group_grads()
+        if self.saliency == "taylor" and deadline is not None and t <= deadline:
+            self._update_importance()
         plan = self._plan(t, deadline, stage2, projecting)
         for group, items in zip(self.param_groups, work, strict=True):
             if not items:
@@ -709,6 +729,19 @@ class HSPG(torch.optim.Optimizer):
             if carry:
                 plan.carry[block.start : block.end] = carry[0] if len(carry) == 1 else torch.stack(carry).sum(0)
         return plan
+
+    def _update_importance(self) -> None:
+        """Fold this step's ``|x_gᵀ∇_g f|`` into the Taylor-importance EMA (zero groups have a zero gradient)."""
+        for block in self._blocks:
+            g = block.block.num_groups
+            dots = [
+                _per_group_sum(piece, self._product(piece.param, piece.param.grad), g)
+                for piece in block.slices
+                if piece.param.grad is not None
+            ]
+            if dots:
+                score = torch.stack(dots).sum(0).abs_()
+                self._importance[block.start : block.end].lerp_(score, 1.0 - TAYLOR_EMA_DECAY)
 
     def _scratch(self, tensors: list[Tensor], slot: int) -> list[Tensor] | None:
         """Workspace views for temporaries on CPU; None on accelerators (their caching allocator is cheap)."""

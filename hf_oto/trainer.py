@@ -27,7 +27,7 @@ from transformers.trainer_utils import HubStrategy
 
 from .architectures import base_model_type, get_spec
 from .groups import ATTENTION, FFN, GroupSet, build_groups
-from .hspg import HSPG, structure_quotas
+from .hspg import HSPG, SALIENCIES, structure_quotas
 from .model_card import PLOT_FILE, plot_layers, render_model_card
 from .modeling_oto import auto_class_name, replace_directory
 from .slim import SlimReport, model_shape, slim_model
@@ -53,8 +53,15 @@ class OTOTrainingArguments(TrainingArguments):
             total training steps, or a whole number (≥ 1) of steps.
         oto_target_group_sparsity (`float` or `None`, defaults to `None`):
             Fraction in [0, 1) of the prunable groups (attention heads / KV groups and FFN neurons) to drive to
-            exactly zero during training. The optimizer reaches exactly ⌊s·N⌋ zero groups by 80% of training
-            and never overshoots. `None`: λ and ε decide.
+            exactly zero during training. The optimizer reaches exactly ⌊s·N⌋ zero groups by
+            `oto_projection_deadline` of training and never overshoots. `None`: λ and ε decide.
+        oto_projection_deadline (`float`, defaults to `0.8`):
+            Fraction in (0, 0.8] of the training steps by which the target's last group is zeroed; the steps
+            after it let the remaining network adapt.
+        oto_saliency (`str`, defaults to `"magnitude"`):
+            How the target mode picks the groups to remove: `"magnitude"` (smallest size-normalized norm) or
+            `"taylor"` (smallest moving average of |x_gᵀ∇_g f|, the first-order loss change of removing
+            the group).
         oto_variant (`str`, defaults to `"adamw"`):
             HSPG's base direction: `"adamw"` (the Trainer's adam_beta1/adam_beta2/adam_epsilon/weight_decay)
             or `"sgd"` (heavy-ball momentum `oto_momentum`).
@@ -84,6 +91,12 @@ class OTOTrainingArguments(TrainingArguments):
     oto_target_group_sparsity: float | None = field(
         default=None, metadata={"help": "Fraction in [0, 1) of prunable groups to drive to exactly zero."}
     )
+    oto_projection_deadline: float = field(
+        default=0.8, metadata={"help": "Fraction in (0, 0.8] of the steps by which the target is reached."}
+    )
+    oto_saliency: str = field(
+        default="magnitude", metadata={"help": "Removal ranking in target mode: magnitude or taylor."}
+    )
     oto_variant: str = field(default="adamw", metadata={"help": "HSPG base direction: adamw or sgd."})
     oto_momentum: float = field(default=0.9, metadata={"help": "Heavy-ball momentum of the sgd variant."})
     oto_prune: str = field(default="both", metadata={"help": "Structures to prune: heads, ffn or both."})
@@ -110,6 +123,10 @@ class OTOTrainingArguments(TrainingArguments):
             problems.append(f"oto_n_p={self.oto_n_p} must be a fraction in (0, 1) or a whole number of steps ≥ 0")
         if self.oto_target_group_sparsity is not None and not 0 <= self.oto_target_group_sparsity < 1:
             problems.append(f"oto_target_group_sparsity={self.oto_target_group_sparsity} must be in [0, 1)")
+        if not 0 < self.oto_projection_deadline <= 0.8:
+            problems.append(f"oto_projection_deadline={self.oto_projection_deadline} must be in (0, 0.8]")
+        if self.oto_saliency not in SALIENCIES:
+            problems.append(f"oto_saliency={self.oto_saliency!r} must be one of {list(SALIENCIES)}")
         if self.oto_variant not in ("adamw", "sgd"):
             problems.append(f"oto_variant={self.oto_variant!r} must be 'adamw' or 'sgd'")
         if not 0 <= self.oto_momentum < 1:
@@ -268,6 +285,8 @@ class OTOTrainer(Trainer):
             eps=args.adam_epsilon,
             momentum=args.oto_momentum if args.oto_variant == "sgd" else 0.0,
             target_group_sparsity=args.oto_target_group_sparsity,
+            projection_deadline=args.oto_projection_deadline,
+            saliency=args.oto_saliency,
             total_steps=self.state.max_steps if self.state.max_steps and self.state.max_steps > 0 else None,
             skip_nonfinite_steps=args.oto_skip_nonfinite_steps,
         )

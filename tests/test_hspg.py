@@ -241,6 +241,51 @@ def test_target_sparsity_mlp_exact_monotone_and_early():
     assert report["zero_group_norms"]["max"] == 0.0 and report["nonzero_group_norms"]["min"] > 0
 
 
+def test_taylor_saliency_removes_the_groups_the_loss_does_not_need():
+    """Idle neurons with large input rows (tiny outputs) vs useful ones with small rows (strong outputs):
+    magnitude ranking removes the useful neurons, the Taylor ranking (|x_gᵀ∇_g f|) the idle ones."""
+    generator = torch.Generator().manual_seed(3)
+    inputs = torch.randn(512, 8, generator=generator)
+
+    def build() -> nn.Sequential:
+        model = make_mlp(hidden=32)
+        with torch.no_grad():
+            model[0].weight[:16] *= 0.3  # useful: small input rows...
+            model[2].weight[:, :16] *= 5.0  # ...strong outputs
+            model[0].weight[16:] *= 4.0  # idle: large input rows...
+            model[2].weight[:, 16:] *= 1e-3  # ...that barely reach the output
+        return model
+
+    with torch.no_grad():
+        targets = build()(inputs)
+    results = {}
+    for saliency in ("magnitude", "taylor"):
+        model = build()
+        optimizer = HSPG(
+            model.parameters(),
+            mlp_groups(model),
+            lr=1e-3,
+            n_p=0.2,
+            target_group_sparsity=0.5,
+            total_steps=100,
+            saliency=saliency,
+        )
+
+        def loss_fn(model, step):
+            start = (step * 32) % 512
+            return ((model(inputs[start : start + 32]) - targets[start : start + 32]) ** 2).mean()
+
+        train(model, optimizer, range(100), loss_fn=loss_fn)
+        with torch.no_grad():
+            loss = ((model(inputs) - targets) ** 2).mean().item()
+        zero = optimizer.zero_mask()
+        assert int(zero.sum()) == 16
+        results[saliency] = (loss, int(zero[16:].sum()))
+    assert results["taylor"][1] >= 12  # mostly idle neurons removed
+    assert results["magnitude"][1] <= 4  # magnitude removes the useful ones
+    assert results["taylor"][0] < results["magnitude"][0] / 10
+
+
 def test_target_sparsity_tiny_bert_then_slim():
     from transformers import BertConfig, BertForSequenceClassification
 
@@ -347,6 +392,7 @@ def test_report_counts_query_heads_of_kv_groups():
         ({"n_p": 1.5}, "n_p"),
         ({"n_p": "10"}, "n_p"),
         ({"variant": "adam"}, "variant"),
+        ({"saliency": "norm"}, "saliency"),
     ],
 )
 def test_bad_hyperparameters_name_the_argument(kwargs, name):
@@ -383,8 +429,8 @@ def test_nonfinite_gradient_raises_or_skips():
 # ----------------------------------------------------------------------------- state
 
 
-@pytest.mark.parametrize("variant", ["adamw", "sgd"])
-def test_resume_is_bit_for_bit(variant, tmp_path):
+@pytest.mark.parametrize("variant,saliency", [("adamw", "magnitude"), ("sgd", "magnitude"), ("adamw", "taylor")])
+def test_resume_is_bit_for_bit(variant, saliency, tmp_path):
     def build():
         model = make_mlp()
         optimizer = HSPG(
@@ -398,6 +444,7 @@ def test_resume_is_bit_for_bit(variant, tmp_path):
             epsilon=0.9,
             target_group_sparsity=0.5,
             total_steps=60,
+            saliency=saliency,
         )
         return model, optimizer
 

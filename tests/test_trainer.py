@@ -129,6 +129,8 @@ PARSED = {
     "oto_epsilon": 0.3,
     "oto_n_p": 10.0,
     "oto_target_group_sparsity": 0.5,
+    "oto_projection_deadline": 0.6,
+    "oto_saliency": "taylor",
     "oto_variant": "sgd",
     "oto_momentum": 0.8,
     "oto_prune": "heads",
@@ -177,6 +179,9 @@ def test_parse_from_cli_json_and_yaml(tmp_path):
         ("oto_target_group_sparsity", 1.0),
         ("oto_target_group_sparsity", -0.2),
         ("oto_variant", "adam"),
+        ("oto_projection_deadline", 0.9),
+        ("oto_projection_deadline", 0.0),
+        ("oto_saliency", "norm"),
         ("oto_prune", "layers"),
         ("oto_unprunable_layers", [1, -1]),
         ("oto_verify_tolerance", 0.0),
@@ -217,6 +222,8 @@ def test_create_optimizer_builds_hspg_with_trainer_settings(tmp_path):
         warmup_steps=2,
         weight_decay=0.05,
         oto_target_group_sparsity=0.25,
+        oto_projection_deadline=0.5,
+        oto_saliency="taylor",
     )
     trainer = OTOTrainer(model=make_model(), args=args, train_dataset=make_dataset(), callbacks=[recorder])
     trainer.train()
@@ -224,6 +231,8 @@ def test_create_optimizer_builds_hspg_with_trainer_settings(tmp_path):
     assert isinstance(hspg, HSPG) and trainer.optimizer.optimizer is hspg
     assert trainer.state.max_steps == 8 and hspg.total_steps == 8 and hspg.current_step == 8
     assert hspg.target_zero_groups == NUM_GROUPS // 4 and hspg.switch_step == 2  # n_p = 0.25 of 8
+    assert hspg.saliency == "taylor" and hspg.deadline_step == 3  # ⌊0.5·8⌋ − 1
+    assert int(hspg.zero_mask().sum()) == NUM_GROUPS // 4
 
     # decay split: biases and LayerNorm weights in a weight_decay=0 group, everything else in the other
     names = {id(p): n for n, p in trainer.model.named_parameters()}
