@@ -5,9 +5,13 @@ proximal method, lands whole groups on *exactly* zero under stochastic gradients
 `torch.optim.Optimizer`: parameters outside every group (embeddings, LayerNorms, heads) and parameters of
 unprunable blocks get the plain base step (AdamW or SGD with heavy-ball momentum), bit-compatible with torch.
 
-Every per-group operation is one reshape per parameter slice, vectorized over the groups of a block
-(`GroupBlock.scale_`, grouped views), and elementwise work over the parameter list uses `torch._foreach_*`
-kernels, so a step costs about what an AdamW step costs. See `HSPG` for the exact update rules.
+Per-group work is vectorized twice over: over the groups of a block (one reshape per parameter slice) and
+over layers (same-shaped blocks, e.g. every layer's attention, are stacked into a `_Unit` and handled with
+one kernel per slice *position*). Elementwise work over the parameter list uses `torch._foreach_*` kernels.
+On a GPU, where an optimizer step is bound by kernel launches, this keeps HSPG's launches per step at
+~100 in stage 1 and ~260 in the projection window for a 12-layer BERT (a unit holds up to
+`ACCELERATOR_UNIT_NUMEL` entries, so deeper or wider models get more units)
+(`bench/optimizer_launches.py`). See `HSPG` for the exact update rules.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ TAYLOR_EMA_DECAY = 0.99
 STATE_FORMAT = 1
 CPU_CHUNK_NUMEL = 1 << 22
 """On CPU, elementwise temporaries live in a reused workspace of this many entries (see `_Workspace`)."""
+ACCELERATOR_UNIT_NUMEL = 1 << 26
+"""On accelerators, same-shaped blocks are stacked (`_Unit`) up to this many entries: bounded extra memory."""
 
 
 class NonFiniteGradientError(FloatingPointError):
@@ -38,7 +44,7 @@ class NonFiniteGradientError(FloatingPointError):
 class _Block:
     """A prunable `GroupBlock` as HSPG sees it: its flat group range and, per slice, its param-group index."""
 
-    __slots__ = ("block", "start", "end", "slices", "param_groups", "by_param_group", "position")
+    __slots__ = ("block", "start", "end", "slices", "param_groups")
 
     def __init__(self, block, start: int, end: int, slices: list[ParamSlice], param_groups: list[int]):
         self.block = block
@@ -46,11 +52,106 @@ class _Block:
         self.end = end
         self.slices = slices
         self.param_groups = param_groups
+
+    def signature(self) -> tuple:
+        """Blocks with equal signatures can be stacked: same group count and, per slice, shape, dim, dtype and
+        param group."""
+        return (
+            self.block.num_groups,
+            tuple(
+                (tuple(piece.param.shape), piece.dim, piece.param.dtype, pg)
+                for piece, pg in zip(self.slices, self.param_groups, strict=True)
+            ),
+        )
+
+    @property
+    def numel(self) -> int:
+        return sum(piece.param.numel() for piece in self.slices)
+
+
+class _Unit:
+    """Blocks of one layout (typically one structure in consecutive layers) that HSPG steps together.
+
+    Per-group work runs on the blocks' slices stacked along a new leading "layer" dimension ``L``, so a step
+    launches a few kernels per slice *position* (e.g. "query weight") instead of a few per slice: on a GPU the
+    step is otherwise bound by kernel-launch latency. Per-group quantities of a unit are ``(L, G)`` tensors;
+    ``index`` maps them to flat group indices. A unit of one block works on views, without copies.
+    """
+
+    def __init__(self, blocks: list[_Block], position: int) -> None:
+        self.blocks = blocks
+        self.position = position
+        self.layers = len(blocks)
+        self.num_groups = blocks[0].block.num_groups
+        first = blocks[0]
+        self.dims = [piece.dim for piece in first.slices]
+        self.param_groups = first.param_groups
         self.by_param_group: dict[int, list[int]] = {}
-        """Param-group index -> positions of the block's slices in it (factors are shared per param group)."""
-        for index, pg_index in enumerate(param_groups):
+        """Param-group index -> slice positions in it (the carried-part factor is shared per param group)."""
+        for index, pg_index in enumerate(self.param_groups):
             self.by_param_group.setdefault(pg_index, []).append(index)
-        self.position = 0
+        self.params = [[block.slices[j].param for block in blocks] for j in range(len(first.slices))]
+        """Per slice position, the ``L`` parameters (one per block)."""
+        self.index_cpu = torch.cat([torch.arange(block.start, block.end) for block in blocks])
+        self.index = self.index_cpu
+        """Flat group index of every ``(l, g)``, row-major (on the parameters' device once HSPG places it)."""
+        self.keep: Tensor | None = None
+        """``(L, G)`` float mask, 0 on zero groups; None while the unit has no zero group."""
+
+    def broadcast_shape(self, j: int, layers: int) -> list[int]:
+        """Shape of an ``(L, G)`` factor broadcasting against position `j` stacked with its groups unflattened."""
+        shape = [1] * (self.params[j][0].dim() + 2)
+        shape[0], shape[self.dims[j] + 1] = layers, self.num_groups
+        return shape
+
+
+def _make_units(blocks: list[_Block], budget: float) -> list[_Unit]:
+    """Bucket blocks by signature (first-seen order) and cut each bucket into units of at most `budget` entries."""
+    buckets: dict[tuple, list[_Block]] = {}
+    for block in blocks:
+        buckets.setdefault(block.signature(), []).append(block)
+    units: list[_Unit] = []
+    for bucket in buckets.values():
+        run: list[_Block] = []
+        for block in bucket:
+            if run and (len(run) + 1) * block.numel > budget:
+                units.append(_Unit(run, len(units)))
+                run = []
+            run.append(block)
+        units.append(_Unit(run, len(units)))
+    return units
+
+
+def _add_rows(out: Tensor, rows: list[int], values: Tensor) -> None:
+    """``out[rows] += values`` for an ``(L, G)`` accumulator (all rows: a plain in-place add)."""
+    if len(rows) == out.shape[0]:
+        out += values
+    else:
+        out.index_add_(0, torch.tensor(rows, device=out.device), values)
+
+
+def _runs(items: list, sizes: list[int], budget: float) -> list[list]:
+    """Consecutive runs of `items` whose `sizes` sum to at most `budget` (an item larger than it runs alone)."""
+    runs, run, total = [], [], 0
+    for item, size in zip(items, sizes, strict=True):
+        if run and total + size > budget:
+            runs.append(run)
+            run, total = [], 0
+        run.append(item)
+        total += size
+    if run:
+        runs.append(run)
+    return runs
+
+
+def _stacked_group_sum(values: Tensor, dim: int, num_groups: int) -> Tensor:
+    """Per-group sums, float32 ``(L, G)``, of `values` shaped ``(L, *param_shape)`` with groups along ``dim``.
+
+    Dimensions before the grouped one are reduced first (a fast, vectorized column reduction), then the rest.
+    """
+    if dim:
+        values = values.sum(dim=tuple(range(1, dim + 1)), dtype=torch.float32)
+    return values.reshape(values.shape[0], num_groups, -1).sum(2, dtype=torch.float32)
 
 
 def _grouped(piece: ParamSlice, tensor: Tensor, num_groups: int) -> Tensor:
@@ -58,45 +159,27 @@ def _grouped(piece: ParamSlice, tensor: Tensor, num_groups: int) -> Tensor:
     return tensor.unflatten(piece.dim, (num_groups, -1))
 
 
-def _per_group_sum(piece: ParamSlice, values: Tensor, num_groups: int) -> Tensor:
-    """Sum an elementwise tensor shaped like `piece.param` over each group's entries, float32, shape (G,).
-
-    Leading dimensions are reduced first (a fast, vectorized column reduction), then the rest per group.
-    """
-    if piece.dim:
-        values = values.sum(dim=tuple(range(piece.dim)), dtype=torch.float32)
-    return values.reshape(num_groups, -1).sum(1, dtype=torch.float32)
-
-
 def _chunks(rows: list[tuple], budget: float, split: bool) -> list[list[tuple]]:
     """Consecutive runs of `rows` (tuples of tensors shaped alike, then scalars) of at most `budget` entries.
 
     With `split`, a row larger than the budget is cut into flat pieces (its tensors are purely elementwise).
     """
-    runs, run, size = [], [], 0
+    pieces = []
     for row in rows:
         numel = row[0].numel()
-        pieces = [row]
         if split and numel > budget and all(t.is_contiguous() for t in row if torch.is_tensor(t)):
             step = int(budget)
-            pieces = [
+            pieces += [
                 tuple(t.view(-1)[start : start + step] if torch.is_tensor(t) else t for t in row)
                 for start in range(0, numel, step)
             ]
-        for piece in pieces:
-            numel = piece[0].numel()
-            if run and size + numel > budget:
-                runs.append(run)
-                run, size = [], 0
-            run.append(piece)
-            size += numel
-    if run:
-        runs.append(run)
-    return runs
+        else:
+            pieces.append(row)
+    return _runs(pieces, [piece[0].numel() for piece in pieces], budget)
 
 
 class _Workspace:
-    """Reusable scratch memory for the CPU path: two flat buffers per dtype, allocated once.
+    """Reusable scratch memory for the CPU path: flat buffers per dtype and slot, allocated once.
 
     A `_foreach_*` call that returns new tensors allocates fresh memory each step, and on CPU the page faults
     then cost more than the arithmetic (measured: ~5x a sqrt). Temporaries are instead written into views of
@@ -108,20 +191,34 @@ class _Workspace:
         self.numel = numel
         self.buffers: dict[tuple, Tensor] = {}
 
+    def _buffer(self, like: Tensor, slot: int) -> Tensor:
+        key = (like.device, like.dtype, slot)
+        if key not in self.buffers:
+            self.buffers[key] = torch.empty(self.numel, dtype=like.dtype, device=like.device)
+        return self.buffers[key]
+
     def views(self, tensors: list[Tensor], slot: int) -> list[Tensor]:
         """Views of buffer `slot` shaped like `tensors`, without overlap (their total must fit)."""
         out, offset = [], 0
         for tensor in tensors:
-            key = (tensor.device, tensor.dtype, slot)
-            if key not in self.buffers:
-                self.buffers[key] = torch.empty(self.numel, dtype=tensor.dtype, device=tensor.device)
-            out.append(self.buffers[key][offset : offset + tensor.numel()].view(tensor.shape))
+            out.append(self._buffer(tensor, slot)[offset : offset + tensor.numel()].view(tensor.shape))
             offset += tensor.numel()
         return out
+
+    def stacked(self, tensors: list[Tensor], slot: int) -> Tensor:
+        """`tensors` (all alike) stacked along a new first dimension into buffer `slot`."""
+        first = tensors[0]
+        out = self._buffer(first, slot)[: len(tensors) * first.numel()].view(len(tensors), *first.shape)
+        return torch.stack(tensors, out=out)
 
     @property
     def nbytes(self) -> int:
         return sum(buffer.numel() * buffer.element_size() for buffer in self.buffers.values())
+
+
+def _workspace_for(device: torch.device, largest_param: int) -> _Workspace | None:
+    """The CPU path's reusable scratch memory; None on accelerators, whose caching allocator is cheap."""
+    return _Workspace(max(CPU_CHUNK_NUMEL, largest_param)) if device.type == "cpu" else None
 
 
 def structure_quotas(counts: Tensor, sparsity: float) -> Tensor:
@@ -194,7 +291,8 @@ class HSPG(torch.optim.Optimizer):
     Non-candidates take the plain stage-2 step ``x_g − lr·(d_g + λ·x_g/‖x_g‖)``, never projected. The zero
     count is monotone. Without a target, ``λ`` and ``ε`` alone decide the sparsity, as in the paper.
 
-    The clock ``t`` counts `step()` calls, including steps skipped for non-finite gradients, so that it
+    The clock ``t`` counts `step()` calls, including steps skipped for non-finite gradients, and `skip_step()`
+    calls (steps an fp16 `GradScaler` skipped before they reached HSPG), so that it
     agrees with the Trainer's step counter and the lr schedule; Adam's bias correction counts real updates.
 
     Args:
@@ -341,7 +439,6 @@ class HSPG(torch.optim.Optimizer):
             self._blocks.append(
                 _Block(block, start, end, list(block.slices), [owner[id(piece.param)] for piece in block.slices])
             )
-            self._blocks[-1].position = len(self._blocks) - 1
             self._grouped.update(id(piece.param) for piece in block.slices)
         first = next(iter(self.groups.params()), None)
         self._device = first.device if first is not None else torch.device("cpu")
@@ -351,9 +448,11 @@ class HSPG(torch.optim.Optimizer):
             else torch.zeros(0, dtype=torch.bool, device=self._device)
         )
         self._num_prunable = int(self._prunable.sum())
-        largest = max((p.numel() for p in self.groups.params()), default=0)
-        self._workspace = _Workspace(max(CPU_CHUNK_NUMEL, largest)) if self._device.type == "cpu" else None
+        self._workspace = _workspace_for(self._device, max((p.numel() for p in self.groups.params()), default=0))
         self._chunk_numel = self._workspace.numel if self._workspace is not None else math.inf
+        self._units = _make_units(self._blocks, min(self._chunk_numel, ACCELERATOR_UNIT_NUMEL))
+        for unit in self._units:
+            unit.index = unit.index_cpu.to(self._device)
         self._inv_sqrt_size = self.groups.group_sizes().rsqrt().to(self._device) if len(self.groups) else torch.zeros(0)
         self._structure = (
             self.groups.structure_index().to(self._device) if len(self.groups) else torch.zeros(0, dtype=torch.long)
@@ -465,8 +564,17 @@ class HSPG(torch.optim.Optimizer):
 
     @property
     def current_step(self) -> int:
-        """Number of `step()` calls so far (the schedule clock)."""
+        """Number of `step()` calls so far, plus `skip_step()` calls (the schedule clock)."""
         return self._t
+
+    def skip_step(self) -> None:
+        """Advance the schedule clock for a step skipped before it reached HSPG, without updating anything.
+
+        `torch.amp.GradScaler` (fp16) skips ``optimizer.step()`` when the scaled gradients overflow; calling this
+        then keeps ``n_p``, the projection deadline and the lr schedule on the same clock (`OTOTrainer` does it).
+        """
+        self._skipped += 1
+        self._t += 1
 
     @torch.no_grad()
     def sparsity_report(self) -> dict[str, Any]:
@@ -622,13 +730,12 @@ class HSPG(torch.optim.Optimizer):
         self._sync_zero_cpu()
 
     def _sync_zero_cpu(self) -> None:
-        """Host copy of the zero mask: which blocks hold zero groups (decides which tensors need masking)."""
+        """Host copy of the zero count, and each unit's keep mask (None for units without zero groups)."""
         zero = self._zero.cpu()
         self._zero_count = int(zero.sum())
-        self._zero_indices = []
-        for block in self._blocks:
-            indices = zero[block.start : block.end].nonzero().flatten()
-            self._zero_indices.append(indices.to(self._device) if indices.numel() else None)
+        for unit in self._units:
+            rows = zero[unit.index_cpu].view(unit.layers, unit.num_groups)
+            unit.keep = (~rows).float().to(self._device) if bool(rows.any()) else None
 
     # ------------------------------------------------------------------ step
 
@@ -663,13 +770,13 @@ class HSPG(torch.optim.Optimizer):
         if self.saliency == "taylor" and deadline is not None and t <= deadline:
             self._update_importance()
         plan = self._plan(t, deadline, stage2, projecting)
-        for group, items in zip(self.param_groups, work, strict=True):
+        for pg_index, (group, items) in enumerate(zip(self.param_groups, work, strict=True)):
             if not items:
                 continue
             if self.variant == "adamw":
-                self._adamw_update(group, items, plan, stage2)
+                self._adamw_update(group, pg_index, items, plan)
             else:
-                self._sgd_update(group, items, plan)
+                self._sgd_update(group, pg_index, items, plan)
         if projecting:
             self._project(t, deadline, plan)
         else:
@@ -682,21 +789,21 @@ class HSPG(torch.optim.Optimizer):
     def _plan(self, t: int, deadline: int | None, stage2: bool, projecting: bool) -> _Plan:
         """Everything read from the current point before it changes: norms, factors, candidates, shrink.
 
-        Per slice the multiplier of the carried part is ``f·c·keep`` with ``f = 1 − lr·wd − lr·λ/‖x_g‖``
-        (AdamW; ``1 − lr·λ/‖x_g‖`` for SGD, whose weight decay is in the direction), ``c`` the candidates'
-        shrink and ``keep`` 0 on zero groups. The trial inner product is accumulated as ``Σ f·c·‖x_slice‖²``
-        here and ``+ wᵀx`` during the update.
+        Per unit and param group the multiplier of the carried part is ``f·c·keep`` with
+        ``f = 1 − lr·wd − lr·λ/‖x_g‖`` (AdamW; ``1 − lr·λ/‖x_g‖`` for SGD, whose weight decay is in the
+        direction), ``c`` the candidates' shrink and ``keep`` 0 on zero groups. The trial inner product is
+        accumulated as ``Σ f·c·‖x_slice‖²`` here and ``+ wᵀx`` during the update.
         """
         plan = _Plan()
+        plan.projecting = projecting
         use_lam = bool(self.lam) and not (self.prox and not stage2)
-        size = len(self.groups)
-        plan.nsq = torch.zeros(size, device=self._device)
-        block_parts = []
-        for block in self._blocks:
-            g = block.block.num_groups
-            sq = torch.stack([self._group_sq_norms(piece, piece.param, g) for piece in block.slices])
-            plan.nsq[block.start : block.end] = sq.sum(0)
-            block_parts.append(sq)
+        plan.nsq = torch.zeros(len(self.groups), device=self._device)
+        unit_parts = []
+        for unit in self._units:
+            sq = torch.stack([self._sq_norms(unit, j, params) for j, params in enumerate(unit.params)])  # (P, L, G)
+            nsq = sq.sum(0)
+            plan.nsq[unit.index] = nsq.flatten()
+            unit_parts.append((sq, nsq))
 
         shrink = None
         if projecting and deadline is not None:
@@ -704,59 +811,91 @@ class HSPG(torch.optim.Optimizer):
             remaining = max(deadline - t + 1, 1)
             plan.final = remaining == 1
             shrink = torch.where(plan.candidates, 1.0 - 1.0 / remaining, 1.0)
-        keep = (~self._zero).float() if stage2 else None
-        if projecting:
-            plan.carry = torch.zeros(size, device=self._device)
-            plan.dot = torch.zeros(size, device=self._device)
-            plan.dot_parts = [[] for _ in self._blocks]
-        for block, sq in zip(self._blocks, block_parts, strict=True):
-            g = block.block.num_groups
-            nsq = plan.nsq[block.start : block.end]
+        for unit, (sq, nsq) in zip(self._units, unit_parts, strict=True):
             inv_norm = torch.where(nsq > 0, nsq.rsqrt(), torch.zeros_like(nsq)) if use_lam else None
-            carry = []
-            for pg_index, positions in block.by_param_group.items():
+            unit_shrink = shrink[unit.index].view_as(nsq) if shrink is not None else None
+            carry = None
+            for pg_index, positions in unit.by_param_group.items():
                 pg = self.param_groups[pg_index]
                 base = 1.0 - pg["lr"] * pg["weight_decay"] if self.variant == "adamw" else 1.0
                 factor = base - (pg["lr"] * self.lam) * inv_norm if use_lam else torch.full_like(nsq, base)
-                if shrink is not None:
-                    factor = factor * shrink[block.start : block.end]
+                if unit_shrink is not None:
+                    factor = factor * unit_shrink
                 if projecting:
-                    part = sq[positions[0]] if len(positions) == 1 else sq[positions].sum(0)
-                    carry.append(factor * part)
-                multiplier = factor if keep is None else factor * keep[block.start : block.end]
-                for index in positions:
-                    plan.multiplier[id(block.slices[index].param)] = (block.slices[index], g, multiplier, block)
-            if carry:
-                plan.carry[block.start : block.end] = carry[0] if len(carry) == 1 else torch.stack(carry).sum(0)
+                    part = factor * (sq[positions[0]] if len(positions) == 1 else sq[positions].sum(0))
+                    carry = part if carry is None else carry + part
+                plan.multipliers[unit.position, pg_index] = factor if unit.keep is None else factor * unit.keep
+            if projecting:
+                plan.carry.append(carry)
+                plan.dot.append(torch.zeros_like(nsq))
         return plan
 
     def _update_importance(self) -> None:
         """Fold this step's ``|x_gᵀ∇_g f|`` into the Taylor-importance EMA (zero groups have a zero gradient)."""
-        for block in self._blocks:
-            g = block.block.num_groups
-            dots = [
-                _per_group_sum(piece, self._product(piece.param, piece.param.grad), g)
-                for piece in block.slices
-                if piece.param.grad is not None
-            ]
-            if dots:
-                score = torch.stack(dots).sum(0).abs_()
-                self._importance[block.start : block.end].lerp_(score, 1.0 - TAYLOR_EMA_DECAY)
+        for unit in self._units:
+            dots = torch.zeros(unit.layers, unit.num_groups, device=self._device)
+            for j, params in enumerate(unit.params):
+                present = [index for index, p in enumerate(params) if p.grad is not None]
+                if present:
+                    grads = [params[index].grad for index in present]
+                    self._add_dots(unit, j, present, [params[index] for index in present], grads, 1.0, dots)
+            importance = self._importance[unit.index].lerp_(dots.abs_().flatten(), 1.0 - TAYLOR_EMA_DECAY)
+            self._importance[unit.index] = importance
+
+    # Per-unit kernels: each works on one slice position of a unit, for the `present` layers (usually all).
+
+    def _stack(self, tensors: list[Tensor], slot: int) -> Tensor:
+        """`tensors` stacked along a new first dimension: a view for one tensor, else a copy (workspace on CPU)."""
+        if len(tensors) == 1:
+            return tensors[0].unsqueeze(0)
+        if self._workspace is None:
+            return torch.stack(tensors)
+        return self._workspace.stacked(tensors, slot)
+
+    def _sq_norms(self, unit: _Unit, j: int, tensors: list[Tensor]) -> Tensor:
+        """Squared L2 norm of each group's entries of `tensors` (position `j`), float32, shape (L, G)."""
+        stacked = self._stack(tensors, 2)
+        if unit.dims[j] == 0:
+            grouped = stacked.reshape(len(tensors), unit.num_groups, -1)
+            return torch.linalg.vector_norm(grouped, dim=2, dtype=torch.float32).square()
+        # A norm over leading dims is a slow strided reduction; square, then a fast column sum.
+        return _stacked_group_sum(self._product(stacked, stacked), unit.dims[j], unit.num_groups)
+
+    def _add_dots(
+        self, unit: _Unit, j: int, present: list[int], a: list[Tensor], b: list[Tensor], scale: float, out: Tensor
+    ) -> None:
+        """``out[l, g] += scale · a_lᵀb_l`` over group g's entries, for the present layers l (position `j`)."""
+        dots = _stacked_group_sum(self._product(self._stack(a, 3), self._stack(b, 2)), unit.dims[j], unit.num_groups)
+        _add_rows(out, present, dots if scale == 1.0 else dots * scale)
+
+    def _scale(self, unit: _Unit, j: int, present: list[int], tensors: list[Tensor], factors: Tensor) -> None:
+        """Multiply group g of ``tensors[i]`` (layer ``present[i]`` of position `j`) by ``factors[present[i], g]``."""
+        if len(present) != unit.layers:
+            factors = factors[torch.tensor(present, device=factors.device)]
+        stacked = self._stack(tensors, 2)
+        grouped = stacked.unflatten(unit.dims[j] + 1, (unit.num_groups, -1))
+        grouped.mul_(factors.to(stacked.dtype).view(unit.broadcast_shape(j, len(tensors))))
+        if len(tensors) > 1:
+            torch._foreach_copy_(tensors, list(stacked.unbind(0)))
+
+    def _positions(self, pg_index: int, has_grad: dict[int, Any]):
+        """(unit, slice position, present layers) for every unit position in param group `pg_index` with grads."""
+        for unit in self._units:
+            for j in unit.by_param_group.get(pg_index, ()):
+                present = [index for index, p in enumerate(unit.params[j]) if id(p) in has_grad]
+                if present:
+                    yield unit, j, present
 
     def _scratch(self, tensors: list[Tensor], slot: int) -> list[Tensor] | None:
-        """Workspace views for temporaries on CPU; None on accelerators (their caching allocator is cheap)."""
-        return None if self._workspace is None else self._workspace.views(tensors, slot)
+        """Workspace views for temporaries on CPU; None (allocate) on accelerators, whose caching allocator is
+        cheap, and for tensors larger than the workspace (a plain parameter such as a big embedding)."""
+        if self._workspace is None or sum(t.numel() for t in tensors) > self._workspace.numel:
+            return None
+        return self._workspace.views(tensors, slot)
 
     def _product(self, a: Tensor, b: Tensor) -> Tensor:
         out = self._scratch([a], 1)
         return torch.mul(a, b) if out is None else torch.mul(a, b, out=out[0])
-
-    def _group_sq_norms(self, piece: ParamSlice, tensor: Tensor, num_groups: int) -> Tensor:
-        """Squared L2 norm of each group's entries of `tensor`, float32, shape (G,)."""
-        if piece.dim == 0:
-            return torch.linalg.vector_norm(tensor.reshape(num_groups, -1), dim=1, dtype=torch.float32).square()
-        # A norm over leading dims is a slow strided reduction; square, then a fast column sum.
-        return _per_group_sum(piece, self._product(tensor, tensor), num_groups)
 
     def _sqrt(self, tensors: list[Tensor]) -> list[Tensor]:
         out = self._scratch(tensors, 0)
@@ -766,16 +905,7 @@ class HSPG(torch.optim.Optimizer):
             torch.sqrt(tensor, out=target)
         return out
 
-    def _scale_carried(self, p: Tensor, plan: _Plan) -> None:
-        piece, g, multiplier, _ = plan.multiplier[id(p)]
-        _grouped(piece, p, g).mul_(multiplier.to(p.dtype).view(piece.broadcast_shape(g)))
-
-    def _accumulate_dot(self, p: Tensor, step: Tensor, scale: float, plan: _Plan) -> None:
-        piece, g, _, block = plan.multiplier[id(p)]
-        dots = _per_group_sum(piece, self._product(step, p), g)
-        plan.dot_parts[block.position].append(dots if scale == 1.0 else dots * scale)
-
-    def _adamw_update(self, group: dict, items, plan: _Plan, stage2: bool) -> None:
+    def _adamw_update(self, group: dict, pg_index: int, items, plan: _Plan) -> None:
         """AdamW moments and update for one param group; grouped params get the HSPG carried-part factor."""
         beta1, beta2 = group["betas"]
         lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
@@ -789,16 +919,28 @@ class HSPG(torch.optim.Optimizer):
         torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
         del grads
 
-        rows = []  # (param, exp_avg, exp_avg_sq, step size, sqrt of the 2nd bias correction)
+        rows = {}  # id(param) -> (param, exp_avg, exp_avg_sq, step size, sqrt of the 2nd bias correction)
         for (p, _, state), count in zip(items, [s.item() for s in steps], strict=True):
-            rows.append((p, state["exp_avg"], state["exp_avg_sq"], -lr / (1 - beta1**count), (1 - beta2**count) ** 0.5))
-        plain = [row for row in rows if id(row[0]) not in plan.multiplier]
-        grouped = [row for row in rows if id(row[0]) in plan.multiplier]
-        budget = self._chunk_numel
-
+            rows[id(p)] = (
+                p,
+                state["exp_avg"],
+                state["exp_avg_sq"],
+                -lr / (1 - beta1**count),
+                (1 - beta2**count) ** 0.5,
+            )
+        plain = [row for key, row in rows.items() if key not in self._grouped]
         if plain and wd != 0:
             torch._foreach_mul_([row[0] for row in plain], 1 - lr * wd)
-        for chunk in _chunks(plain, budget, split=True):
+        if plan.projecting:
+            self._adamw_grouped_projecting(pg_index, rows, plan)
+            stepped = plain
+        else:
+            # Grouped params: carried part x ← multiplier·x first, then the same step as every other param.
+            for unit, j, present in self._positions(pg_index, rows):
+                params = [unit.params[j][index] for index in present]
+                self._scale(unit, j, present, params, plan.multipliers[unit.position, pg_index])
+            stepped = list(rows.values())
+        for chunk in _chunks(stepped, self._chunk_numel, split=True):
             params, ms, vs, sizes, bc2 = (list(column) for column in zip(*chunk, strict=True))
             denom = self._sqrt(vs)
             torch._foreach_div_(denom, bc2)
@@ -806,65 +948,104 @@ class HSPG(torch.optim.Optimizer):
             torch._foreach_addcdiv_(params, ms, denom, sizes)
             del denom
 
-        for chunk in _chunks(grouped, budget, split=False):
-            params, ms, vs, sizes, bc2 = (list(column) for column in zip(*chunk, strict=True))
-            denom = self._sqrt(vs)
-            if plan.dot is None:
-                torch._foreach_div_(denom, bc2)
-                torch._foreach_add_(denom, eps)
-                for p in params:
-                    self._scale_carried(p, plan)
-                torch._foreach_addcdiv_(params, ms, denom, sizes)
-            else:
-                # The step w = size·m̂/(√v̂+eps) = m / ((√v/bc2 + eps)/size), built in place of the denominator.
-                torch._foreach_div_(denom, [b * s for b, s in zip(bc2, sizes, strict=True)])
-                torch._foreach_add_(denom, [eps / s for s in sizes])
-                for p, m, w in zip(params, ms, denom, strict=True):
-                    torch.div(m, w, out=w)
-                    self._accumulate_dot(p, w, 1.0, plan)
-                    self._scale_carried(p, plan)
-                torch._foreach_add_(params, denom)
-            del denom
+    def _adamw_grouped_projecting(self, pg_index: int, rows: dict, plan: _Plan) -> None:
+        """Grouped params on a projecting step: the step w also enters the half-space inner products wᵀx.
 
-    def _sgd_update(self, group: dict, items, plan: _Plan) -> None:
-        """SGD (heavy-ball) update for one param group, torch.optim.SGD semantics plus the HSPG factor."""
-        lr, wd, momentum = group["lr"], group["weight_decay"], group["momentum"]
-        for chunk in _chunks(items, self._chunk_numel, split=False):
+        The steps of many slice positions are built together (one set of `_foreach_*` kernels per run of
+        positions within the chunk budget: all of them on an accelerator), then applied per position.
+        """
+        eps = self.param_groups[pg_index]["eps"]
+        positions = list(self._positions(pg_index, rows))
+        sizes_of = [sum(unit.params[j][i].numel() for i in present) for unit, j, present in positions]
+        for run in _runs(positions, sizes_of, self._chunk_numel):
+            members = [rows[id(unit.params[j][i])] for unit, j, present in run for i in present]
+            params, ms, vs, sizes, bc2 = (list(column) for column in zip(*members, strict=True))
+            # The step w = size·m̂/(√v̂+eps) = m / ((√v/bc2 + eps)/size), built in place of the denominator.
+            steps = self._sqrt(vs)
+            torch._foreach_div_(steps, [b * s for b, s in zip(bc2, sizes, strict=True)])
+            torch._foreach_add_(steps, [eps / s for s in sizes])
+            torch._foreach_reciprocal_(steps)
+            torch._foreach_mul_(steps, ms)
+            offset = 0
+            for unit, j, present in run:
+                end = offset + len(present)
+                self._projecting_update(unit, j, present, params[offset:end], steps[offset:end], 1.0, pg_index, plan)
+                offset = end
+
+    def _projecting_update(
+        self,
+        unit: _Unit,
+        j: int,
+        present: list[int],
+        params: list[Tensor],
+        steps: list[Tensor],
+        alpha: float,
+        pg_index: int,
+        plan: _Plan,
+    ) -> None:
+        """``x ← multiplier·x + alpha·w`` for one slice position, accumulating ``alpha·wᵀx`` per group first."""
+        stacked = self._stack(params, 2)
+        stacked_steps = self._stack(steps, 3)
+        dots = _stacked_group_sum(self._product(stacked_steps, stacked), unit.dims[j], unit.num_groups)
+        _add_rows(plan.dot[unit.position], present, dots if alpha == 1.0 else dots * alpha)
+        multiplier = plan.multipliers[unit.position, pg_index]
+        if len(present) != unit.layers:
+            multiplier = multiplier[torch.tensor(present, device=multiplier.device)]
+        grouped = stacked.unflatten(unit.dims[j] + 1, (unit.num_groups, -1))
+        grouped.mul_(multiplier.to(stacked.dtype).view(unit.broadcast_shape(j, len(params))))
+        stacked.add_(stacked_steps, alpha=alpha)
+        if len(params) > 1:
+            torch._foreach_copy_(params, list(stacked.unbind(0)))
+
+    def _sgd_directions(self, group: dict, chunk) -> list[Tensor]:
+        """torch.optim.SGD's direction ``g + wd·x``, through the heavy-ball buffer when momentum is set."""
+        wd, momentum = group["weight_decay"], group["momentum"]
+        directions = [g for _, g, _ in chunk]
+        if wd != 0:
             params = [p for p, _, _ in chunk]
-            directions = [g for _, g, _ in chunk]
-            if wd != 0:
-                out = self._scratch(params, 0)
-                if out is None:
-                    directions = torch._foreach_add(directions, params, alpha=wd)
-                else:
-                    directions = [torch.add(d, p, alpha=wd, out=o) for d, p, o in zip(directions, params, out)]
-            if momentum:
-                bufs, old, old_directions = [], [], []
-                for (_, _, state), direction in zip(chunk, directions, strict=True):
-                    if state.get("momentum_buffer") is None:
-                        state["momentum_buffer"] = torch.clone(direction).detach()
-                    else:
-                        old.append(state["momentum_buffer"])
-                        old_directions.append(direction)
-                    bufs.append(state["momentum_buffer"])
-                if old:
-                    torch._foreach_mul_(old, momentum)
-                    torch._foreach_add_(old, old_directions)
-                directions = bufs
-            for p, direction in zip(params, directions, strict=True):
-                if id(p) in plan.multiplier:
-                    if plan.dot is not None:
-                        self._accumulate_dot(p, direction, -lr, plan)
-                    self._scale_carried(p, plan)
-            torch._foreach_add_(params, directions, alpha=-lr)
+            out = self._scratch(params, 0)
+            if out is None:
+                directions = torch._foreach_add(directions, params, alpha=wd)
+            else:
+                directions = [torch.add(d, p, alpha=wd, out=o) for d, p, o in zip(directions, params, out, strict=True)]
+        if not momentum:
+            return directions
+        bufs, old, old_directions = [], [], []
+        for (_, _, state), direction in zip(chunk, directions, strict=True):
+            if state.get("momentum_buffer") is None:
+                state["momentum_buffer"] = torch.clone(direction).detach()
+            else:
+                old.append(state["momentum_buffer"])
+                old_directions.append(direction)
+            bufs.append(state["momentum_buffer"])
+        if old:
+            torch._foreach_mul_(old, momentum)
+            torch._foreach_add_(old, old_directions)
+        return bufs
+
+    def _sgd_update(self, group: dict, pg_index: int, items, plan: _Plan) -> None:
+        """SGD (heavy-ball) update for one param group, torch.optim.SGD semantics plus the HSPG factor."""
+        lr = group["lr"]
+        plain = [item for item in items if id(item[0]) not in self._grouped]
+        for chunk in _chunks(plain, self._chunk_numel, split=False):
+            torch._foreach_add_([p for p, _, _ in chunk], self._sgd_directions(group, chunk), alpha=-lr)
+        by_id = {id(item[0]): item for item in items}
+        for unit, j, present in self._positions(pg_index, by_id):
+            chunk = [by_id[id(unit.params[j][index])] for index in present]
+            params = [p for p, _, _ in chunk]
+            directions = self._sgd_directions(group, chunk)
+            if plan.projecting:
+                self._projecting_update(unit, j, present, params, directions, -lr, pg_index, plan)
+            else:
+                self._scale(unit, j, present, params, plan.multipliers[unit.position, pg_index])
+                torch._foreach_add_(params, directions, alpha=-lr)
 
     def _project(self, t: int, deadline: int | None, plan: _Plan) -> None:
         """Decide the half-space projections, agree on them across ranks, and zero those groups and moments."""
         active = self._prunable & ~self._zero
-        for block, parts in zip(self._blocks, plan.dot_parts, strict=True):
-            if parts:
-                plan.dot[block.start : block.end] = parts[0] if len(parts) == 1 else torch.stack(parts).sum(0)
-        trial = plan.carry + plan.dot  # x̃ᵀx per group
+        trial = torch.zeros_like(plan.nsq)  # x̃ᵀx per group
+        for unit in self._units:
+            trial[unit.index] = (plan.carry[unit.position] + plan.dot[unit.position]).flatten()
         crossed = (trial < self.epsilon * plan.nsq) | (plan.nsq == 0)
         if plan.candidates is None:
             decision = active & crossed
@@ -944,16 +1125,6 @@ class HSPG(torch.optim.Optimizer):
             + f" at step {self._t}. Lower the learning rate, check the data, or pass skip_nonfinite_steps=True."
         )
 
-    def _mask_zero_group_grads(self) -> None:
-        """Zero the gradient entries of zero groups (touching only those entries) so their moments stay cleared."""
-        for block, indices in zip(self._blocks, self._zero_indices, strict=True):
-            if indices is None:
-                continue
-            g = block.block.num_groups
-            for piece in block.slices:
-                if piece.param.grad is not None:
-                    _grouped(piece, piece.param.grad, g).index_fill_(piece.dim, indices, 0)
-
     def _agree(self, decision: Tensor) -> Tensor:
         """Under torch.distributed, every rank adopts rank 0's projection decision (one small broadcast)."""
         if not (dist.is_available() and dist.is_initialized()):
@@ -968,16 +1139,26 @@ class HSPG(torch.optim.Optimizer):
         dist.broadcast(payload, src=src, group=group)
         return payload.to(device=decision.device, dtype=torch.bool)
 
+    def _mask_zero_group_grads(self) -> None:
+        """Zero the gradient entries of zero groups so that their moments stay cleared."""
+        for unit in self._units:
+            if unit.keep is None:
+                continue
+            for j, params in enumerate(unit.params):
+                present = [index for index, p in enumerate(params) if p.grad is not None]
+                if present:
+                    self._scale(unit, j, present, [params[index].grad for index in present], unit.keep)
+
     def _prox_threshold(self) -> None:
         """Stage-1 proximal step: group soft-threshold ``max(0, 1 − lr·λ/‖y_g‖)`` of the post-step point."""
-        for block in self._blocks:
-            g = block.block.num_groups
-            nsq = sum(self._group_sq_norms(piece, piece.param, g) for piece in block.slices)
+        for unit in self._units:
+            nsq = sum(self._sq_norms(unit, j, params) for j, params in enumerate(unit.params))
             inv_norm = torch.where(nsq > 0, nsq.rsqrt(), torch.zeros_like(nsq))
-            for piece, pg_index in zip(block.slices, block.param_groups, strict=True):
+            for pg_index, positions in unit.by_param_group.items():
                 lr = self.param_groups[pg_index]["lr"]
                 factor = (1.0 - lr * self.lam * inv_norm).clamp_(min=0.0)
-                _grouped(piece, piece.param, g).mul_(factor.to(piece.param.dtype).view(piece.broadcast_shape(g)))
+                for j in positions:
+                    self._scale(unit, j, list(range(unit.layers)), unit.params[j], factor)
 
 
 class _Plan:
@@ -985,13 +1166,15 @@ class _Plan:
 
     def __init__(self) -> None:
         self.nsq: Tensor | None = None
-        self.carry: Tensor | None = None
-        self.dot: Tensor | None = None
         self.candidates: Tensor | None = None
         self.final = False
-        self.multiplier: dict[int, tuple] = {}
-        """id(param) -> (its slice, number of groups, multiplier of the carried part, its `_Block`)."""
-        self.dot_parts: list[list[Tensor]] = []
+        self.projecting = False
+        self.multipliers: dict[tuple[int, int], Tensor] = {}
+        """(unit position, param-group index) -> ``(L, G)`` multiplier of the carried part."""
+        self.carry: list[Tensor] = []
+        """Per unit, ``(L, G)``: Σ over slices of f·c·‖x_slice‖² (projecting steps only)."""
+        self.dot: list[Tensor] = []
+        """Per unit, ``(L, G)``: Σ over slices of wᵀx, accumulated during the update (projecting steps only)."""
 
 
 def _check_positive(name: str, value: float) -> None:

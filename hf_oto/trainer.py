@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 from huggingface_hub import HfApi
-from transformers import PreTrainedModel, Trainer, TrainingArguments
+from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import HubStrategy
 
 from .architectures import base_model_type, get_spec
@@ -171,6 +171,24 @@ def loss_uses_num_items_in_batch(model: torch.nn.Module) -> bool:
     return any("loss_function(" in line and "**kwargs" in line for line in source.splitlines())
 
 
+class SkippedStepClock(TrainerCallback):
+    """Keeps HSPG's schedule on the Trainer's step count under fp16: when accelerate's `GradScaler` skips an
+    optimizer step (overflowing gradients), HSPG never sees it, so its clock is advanced here instead."""
+
+    def on_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
+        if optimizer is not None and getattr(optimizer, "step_was_skipped", False):
+            hspg = _unwrap_hspg(optimizer)
+            if hspg is not None:
+                hspg.skip_step()
+
+
+def _unwrap_hspg(optimizer: Any) -> HSPG | None:
+    """The HSPG inside accelerate's `AcceleratedOptimizer` (or the optimizer itself), else None."""
+    while optimizer is not None and not isinstance(optimizer, HSPG):
+        optimizer = getattr(optimizer, "optimizer", None)
+    return optimizer
+
+
 class OTOTrainer(Trainer):
     """`transformers.Trainer` that trains with HSPG and saves a physically slim model.
 
@@ -201,6 +219,7 @@ class OTOTrainer(Trainer):
         self._oto_in_checkpoint = False
         self._oto_saved_files: list[str] = []
         self._oto_dense_shape = None
+        self.add_callback(SkippedStepClock)
         if self.model is not None:
             self._check_model_and_data()
             if not loss_uses_num_items_in_batch(self.accelerator.unwrap_model(self.model)):
@@ -295,10 +314,7 @@ class OTOTrainer(Trainer):
     @property
     def hspg(self) -> HSPG | None:
         """The HSPG instance (unwrapped from accelerate's AcceleratedOptimizer)."""
-        optimizer = self.optimizer
-        while optimizer is not None and not isinstance(optimizer, HSPG):
-            optimizer = getattr(optimizer, "optimizer", None)
-        return optimizer
+        return _unwrap_hspg(self.optimizer)
 
     # ------------------------------------------------------------------ logging
 

@@ -336,6 +336,62 @@ def test_target_sparsity_tiny_bert_then_slim():
     assert slim_report.slim.params < slim_report.dense.params
 
 
+@pytest.mark.parametrize("variant", ["adamw", "sgd"])
+def test_stacked_layers_match_per_layer_steps(variant, monkeypatch):
+    """HSPG steps same-shaped blocks of all layers together (stacked, one kernel per slice position). The CPU
+    workspace path, the accelerator path (torch.stack, no workspace) and one-layer units (views) must agree,
+    also on steps where some layers' parameters have no gradient."""
+    from conftest import tiny_model
+    from transformers import BertForSequenceClassification
+
+    import hf_oto.hspg as hspg_module
+    from hf_oto import build_groups
+
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(4, 64, (128, 12), generator=gen)
+    labels = (ids < 20).any(dim=1).long()
+
+    def run(layout: str):
+        model = tiny_model("bert", BertForSequenceClassification)  # eval mode: no dropout
+        with monkeypatch.context() as patch:
+            if layout == "accelerator":
+                patch.setattr(hspg_module, "_workspace_for", lambda device, largest: None)
+            if layout == "one_layer_units":
+                patch.setattr(hspg_module, "CPU_CHUNK_NUMEL", 1)
+            optimizer = HSPG(
+                decay_groups(model),
+                build_groups(model),
+                lr=3e-3,
+                weight_decay=0.01,
+                variant=variant,
+                momentum=0.9,
+                n_p=0.25,
+                target_group_sparsity=0.5,
+                total_steps=24,
+                saliency="taylor",
+            )
+        units = [unit.layers for unit in optimizer._units]
+        for step in range(24):
+            start = (step * 16) % 128
+            model.zero_grad()
+            model(input_ids=ids[start : start + 16], labels=labels[start : start + 16]).loss.backward()
+            if step % 5 == 3:  # layer 1's query weight and FFN input bias get no gradient
+                model.bert.encoder.layer[1].attention.self.query.weight.grad = None
+                model.bert.encoder.layer[1].intermediate.dense.bias.grad = None
+            optimizer.step()
+        return model, optimizer, units
+
+    reference, reference_opt, units = run("workspace")
+    assert units == [3, 3]  # attention and FFN blocks of the 3 layers, each stacked
+    for layout, expected_units in (("accelerator", [3, 3]), ("one_layer_units", [1] * 6)):
+        model, optimizer, units = run(layout)
+        assert units == expected_units
+        assert torch.equal(optimizer.zero_mask(), reference_opt.zero_mask())
+        for a, b in zip(reference.parameters(), model.parameters(), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert int(reference_opt.zero_mask().sum()) == reference_opt.target_zero_groups
+
+
 def test_target_needs_total_steps_and_room():
     model = make_mlp()
     optimizer = HSPG(model.parameters(), mlp_groups(model), lr=1e-2, n_p=5, target_group_sparsity=0.5)

@@ -497,6 +497,47 @@ def test_bf16_autocast_on_cpu_trains_and_saves_exactly(tmp_path):
         assert (slim(**inputs).logits - expected).abs().max() <= 1e-5
 
 
+def test_fp16_grad_scaler_skips_keep_the_hspg_schedule_on_the_trainer_clock():
+    """fp16: accelerate's AcceleratedOptimizer + GradScaler skips optimizer.step() on overflow, so HSPG never
+    sees those steps. OTOTrainer's SkippedStepClock advances HSPG's clock for them: n_p, the deadline and the
+    exact target stay where the Trainer's step count puts them. Real fp16 autocast and GradScaler, on CPU."""
+    from accelerate import Accelerator
+    from accelerate.optimizer import AcceleratedOptimizer
+
+    from hf_oto.trainer import SkippedStepClock
+
+    Accelerator(cpu=True)  # the process state AcceleratedOptimizer reads
+    model = make_model()
+    data = make_dataset(64)
+    inputs, labels = torch.tensor(data["input_ids"]), torch.tensor(data["labels"])
+    total = 24
+    hspg = HSPG(model.parameters(), hf_oto.build_groups(model), lr=3e-3, target_group_sparsity=0.5, total_steps=total)
+    # A huge initial scale overflows fp16 gradients for the first steps: the scaler skips them and halves the scale.
+    optimizer = AcceleratedOptimizer(hspg, scaler=torch.amp.GradScaler("cpu", init_scale=2.0**24))
+    clock = SkippedStepClock()
+    skipped = 0
+    for step in range(total):
+        start = (step * 16) % 64
+        with torch.autocast("cpu", dtype=torch.float16):
+            output = model(input_ids=inputs[start : start + 16], labels=labels[start : start + 16])
+        assert output.logits.dtype == torch.float16
+        optimizer.zero_grad()
+        optimizer.scaler.scale(output.loss).backward()
+        optimizer.step()
+        skipped += optimizer.step_was_skipped
+        clock.on_optimizer_step(None, None, None, optimizer=optimizer)
+        assert hspg.current_step == step + 1
+    assert skipped >= 2  # the overflow path really ran
+    assert hspg.sparsity_report()["skipped_steps"] == skipped
+    assert int(hspg.zero_mask().sum()) == hspg.target_zero_groups == NUM_GROUPS // 2
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_skipped_step_clock_is_installed(tmp_path):
+    trainer = OTOTrainer(model=make_model(), args=make_args(tmp_path), train_dataset=make_dataset())
+    assert any(type(c).__name__ == "SkippedStepClock" for c in trainer.callback_handler.callbacks)
+
+
 def test_bf16_weights_save_with_half_precision_tolerance(tmp_path):
     """A model held in bfloat16 trains with HSPG and its slim save is checked at a bf16-sized tolerance."""
     args = make_args(tmp_path / "run", max_steps=8, bf16=True, oto_target_group_sparsity=0.3)
