@@ -334,7 +334,8 @@ class OTOTrainer(Trainer):
             "oto/zero_ffn_neurons": float(report["zero_ffn_neurons"]),
             "oto/params_kept_ratio": 1.0 - params_removed / dense.params,
             "oto/flops_kept_ratio": 1.0 - flops_removed / dense.flops_per_token,
-            "oto/stage": float(report["stage"]),
+            # the stage of the last step taken (HSPG's own `stage` is the next step's)
+            "oto/stage": 2.0 if hspg.switch_step is not None and 0 <= hspg.switch_step < hspg.current_step else 1.0,
         }
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:

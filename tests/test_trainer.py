@@ -362,7 +362,7 @@ def test_logs_eval_callbacks_and_tensorboard_with_exact_target(tmp_path, capsys)
         eval_steps=5,
         report_to=["tensorboard"],
         oto_target_group_sparsity=0.4,
-        oto_n_p=0.3,  # stage 2 from step 6
+        oto_n_p=0.25,  # stage 2 from the 6th step (index 5): the log after step 5 still reports stage 1
     )
     trainer = OTOTrainer(
         model=make_model(),
