@@ -265,7 +265,8 @@ def slim_model(
     report = SlimReport(seq_len, model_shape(model, seq_len, spec), model_shape(slim, seq_len, spec))
     if verify:
         atol = default_tolerance(model) if atol is None else atol
-        inputs = reference_inputs(model)
+        # Every layer's hidden states are compared, not only the final outputs: a small head can hide a change.
+        inputs = {**reference_inputs(model), "output_hidden_states": True}
         expected = _run(model, inputs)
         report.max_abs_diff = max_output_difference(expected, _run(slim, inputs))
         if not report.max_abs_diff <= atol:
