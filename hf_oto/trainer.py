@@ -492,6 +492,7 @@ class OTOTrainer(Trainer):
             return super()._push_from_checkpoint(checkpoint_folder)
         if self.push_in_progress is not None and not self.push_in_progress.is_done() and not self.args.hub_always_push:
             return
+        self.callback_handler.on_push_begin(self.args, self.state, self.control)
         self._save_slim(self.args.output_dir)
         job = HfApi().upload_folder(
             repo_id=self.hub_model_id,

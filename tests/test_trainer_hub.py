@@ -16,6 +16,7 @@ from hub_stub import HubStub
 from huggingface_hub import constants
 from test_trainer import make_args, make_dataset, make_model
 from test_trainer_save import SLIM_FILES
+from transformers import TrainerCallback
 
 import hf_oto
 from hf_oto import OTOTrainer, OTOTrainingArguments
@@ -111,6 +112,14 @@ def test_push_to_hub_uploads_only_the_slim_folder(tmp_path, hub, tiny_tokenizer)
     assert commit.files["oto_layers.png"].startswith(b"\x89PNG\r\n\x1a\n")
 
 
+class PushCounter(TrainerCallback):
+    def __init__(self) -> None:
+        self.count = 0
+
+    def on_push_begin(self, args, state, control, **kwargs):
+        self.count += 1
+
+
 def test_every_save_pushes_consistent_slim_snapshots(tmp_path, hub):
     """hub_strategy="every_save": each commit made during training is one consistent slim snapshot (config with
     model_type oto_bert, code files, weights of the config's shapes, card, plot), equal to the dense checkpoint of
@@ -126,10 +135,12 @@ def test_every_save_pushes_consistent_slim_snapshots(tmp_path, hub):
         max_steps=8,
         oto_target_group_sparsity=0.4,
     )
-    trainer = OTOTrainer(model=make_model(), args=args, train_dataset=make_dataset())
+    pushes = PushCounter()
+    trainer = OTOTrainer(model=make_model(), args=args, train_dataset=make_dataset(), callbacks=[pushes])
     trainer.train()
     assert hub.unexpected == []
     assert len(hub.commits) >= 1
+    assert pushes.count == len(hub.commits)  # callbacks hear of every snapshot push
     assert "step 4" in hub.commits[0].message  # the first save always pushes; later ones skip while one is in flight
     with open(hf_oto.modeling_oto.__file__, "rb") as handle:
         code = handle.read()
@@ -153,7 +164,7 @@ def test_every_save_pushes_consistent_slim_snapshots(tmp_path, hub):
 
     pushed = len(hub.commits)
     trainer.push_to_hub()
-    assert len(hub.commits) == pushed + 1
+    assert len(hub.commits) == pushed + 1 == pushes.count
     final = hub.commits[-1]
     config = json.loads(final.files["config.json"])
     kept = sum(config["oto_num_attention_heads"]) + sum(config["oto_intermediate_sizes"])
