@@ -54,12 +54,12 @@ class _Block:
         self.param_groups = param_groups
 
     def signature(self) -> tuple:
-        """Blocks with equal signatures can be stacked: same group count and, per slice, shape, dim, dtype and
-        param group."""
+        """Blocks with equal signatures can be stacked: same group count and, per slice, shape, dim, dtype,
+        device and param group."""
         return (
             self.block.num_groups,
             tuple(
-                (tuple(piece.param.shape), piece.dim, piece.param.dtype, pg)
+                (tuple(piece.param.shape), piece.dim, piece.param.dtype, piece.param.device, pg)
                 for piece, pg in zip(self.slices, self.param_groups, strict=True)
             ),
         )
@@ -868,13 +868,26 @@ class HSPG(torch.optim.Optimizer):
         dots = _stacked_group_sum(self._product(self._stack(a, 3), self._stack(b, 2)), unit.dims[j], unit.num_groups)
         _add_rows(out, present, dots if scale == 1.0 else dots * scale)
 
-    def _scale(self, unit: _Unit, j: int, present: list[int], tensors: list[Tensor], factors: Tensor) -> None:
-        """Multiply group g of ``tensors[i]`` (layer ``present[i]`` of position `j`) by ``factors[present[i], g]``."""
+    def _scale(
+        self,
+        unit: _Unit,
+        j: int,
+        present: list[int],
+        tensors: list[Tensor],
+        factors: Tensor,
+        stacked: Tensor | None = None,
+        addend: Tensor | None = None,
+        alpha: float = 1.0,
+    ) -> None:
+        """Multiply group g of ``tensors[i]`` (layer ``present[i]`` of position `j`) by ``factors[present[i], g]``,
+        in place, then add ``alpha·addend[i]`` if given. `stacked`: `tensors` already stacked by `_stack`."""
         if len(present) != unit.layers:
             factors = factors[torch.tensor(present, device=factors.device)]
-        stacked = self._stack(tensors, 2)
+        stacked = self._stack(tensors, 2) if stacked is None else stacked
         grouped = stacked.unflatten(unit.dims[j] + 1, (unit.num_groups, -1))
         grouped.mul_(factors.to(stacked.dtype).view(unit.broadcast_shape(j, len(tensors))))
+        if addend is not None:
+            stacked.add_(addend, alpha=alpha)
         if len(tensors) > 1:
             torch._foreach_copy_(tensors, list(stacked.unbind(0)))
 
@@ -989,13 +1002,7 @@ class HSPG(torch.optim.Optimizer):
         dots = _stacked_group_sum(self._product(stacked_steps, stacked), unit.dims[j], unit.num_groups)
         _add_rows(plan.dot[unit.position], present, dots if alpha == 1.0 else dots * alpha)
         multiplier = plan.multipliers[unit.position, pg_index]
-        if len(present) != unit.layers:
-            multiplier = multiplier[torch.tensor(present, device=multiplier.device)]
-        grouped = stacked.unflatten(unit.dims[j] + 1, (unit.num_groups, -1))
-        grouped.mul_(multiplier.to(stacked.dtype).view(unit.broadcast_shape(j, len(params))))
-        stacked.add_(stacked_steps, alpha=alpha)
-        if len(params) > 1:
-            torch._foreach_copy_(params, list(stacked.unbind(0)))
+        self._scale(unit, j, present, params, multiplier, stacked=stacked, addend=stacked_steps, alpha=alpha)
 
     def _sgd_directions(self, group: dict, chunk) -> list[Tensor]:
         """torch.optim.SGD's direction ``g + wd·x``, through the heavy-ball buffer when momentum is set."""
