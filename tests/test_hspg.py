@@ -336,23 +336,29 @@ def test_target_sparsity_tiny_bert_then_slim():
     assert slim_report.slim.params < slim_report.dense.params
 
 
-@pytest.mark.parametrize("variant", ["adamw", "sgd"])
-def test_stacked_layers_match_per_layer_steps(variant, monkeypatch):
+@pytest.mark.parametrize("family,variant", [("bert", "adamw"), ("bert", "sgd"), ("llama", "adamw")])
+def test_stacked_layers_match_per_layer_steps(family, variant, monkeypatch):
     """HSPG steps same-shaped blocks of all layers together (stacked, one kernel per slice position). The CPU
     workspace path, the accelerator path (torch.stack, no workspace) and one-layer units (views) must agree,
-    also on steps where some layers' parameters have no gradient."""
+    also on steps where some layers' parameters have no gradient. LLaMA: GQA groups, gated MLP, no biases."""
     from conftest import tiny_model
-    from transformers import BertForSequenceClassification
+    from transformers import BertForSequenceClassification, LlamaForCausalLM
 
     import hf_oto.hspg as hspg_module
     from hf_oto import build_groups
 
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(4, 64, (128, 12), generator=gen)
-    labels = (ids < 20).any(dim=1).long()
+    labels = (ids < 20).any(dim=1).long() if family == "bert" else ids
 
     def run(layout: str):
-        model = tiny_model("bert", BertForSequenceClassification)  # eval mode: no dropout
+        model = tiny_model(family, BertForSequenceClassification if family == "bert" else LlamaForCausalLM)
+        layer = model.bert.encoder.layer[1] if family == "bert" else model.model.layers[1]
+        no_grad_step = (  # these get no gradient every fifth step
+            [layer.attention.self.query.weight, layer.intermediate.dense.bias]
+            if family == "bert"
+            else [layer.self_attn.q_proj.weight, layer.mlp.up_proj.weight]
+        )
         with monkeypatch.context() as patch:
             if layout == "accelerator":
                 patch.setattr(hspg_module, "_workspace_for", lambda device, largest: None)
@@ -375,9 +381,9 @@ def test_stacked_layers_match_per_layer_steps(variant, monkeypatch):
             start = (step * 16) % 128
             model.zero_grad()
             model(input_ids=ids[start : start + 16], labels=labels[start : start + 16]).loss.backward()
-            if step % 5 == 3:  # layer 1's query weight and FFN input bias get no gradient
-                model.bert.encoder.layer[1].attention.self.query.weight.grad = None
-                model.bert.encoder.layer[1].intermediate.dense.bias.grad = None
+            if step % 5 == 3:
+                for p in no_grad_step:
+                    p.grad = None
             optimizer.step()
         return model, optimizer, units
 
