@@ -30,6 +30,8 @@ VARIANTS = ("adamw", "sgd")
 SALIENCIES = ("magnitude", "taylor")
 TAYLOR_EMA_DECAY = 0.99
 """Decay of the Taylor-importance moving average: a horizon of ~100 steps, smoothing per-batch noise."""
+TAYLOR_WARMUP_STEPS = 200
+"""The average starts this many steps before ``n_p`` (its first use): older terms would weigh < 14%."""
 STATE_FORMAT = 1
 CPU_CHUNK_NUMEL = 1 << 22
 """On CPU, elementwise temporaries live in a reused workspace of this many entries (see `_Workspace`)."""
@@ -279,7 +281,8 @@ class HSPG(torch.optim.Optimizer):
        (stable sort, ties broken by group index: deterministic on every process). The saliency is
        ``‖x_g‖/√|g|`` (``saliency="magnitude"``) or the first-order Taylor estimate of the loss change when
        the group is removed, ``EMA_t |x_gᵀ∇_g f|`` (``saliency="taylor"``; decay `TAYLOR_EMA_DECAY`, updated
-       from the first step to the deadline with the step's gradient, zero groups excluded).
+       with each step's gradient from `TAYLOR_WARMUP_STEPS` before ``n_p`` to the deadline, zero groups
+       excluded).
     2. *Adaptive penalty*: a candidate's carried part is shrunk by ``c_t = 1 − 1/(t_last − t + 1)`` on top
        of its step, ``x̃_g = c_t·(1 − lr·wd − lr·λ/‖x_g‖)·x_g − lr·m̂/(√v̂+eps)``. This is a per-group
        adaptive ``λ_g = ‖x_g‖(1 − c_t)/lr``; the product of the ``c_t`` telescopes to 0 at ``t_last``.
@@ -767,7 +770,11 @@ class HSPG(torch.optim.Optimizer):
         projecting = stage2 and (deadline is None or t <= deadline or self._zero_count < self.target_zero_groups)
         if stage2:
             self._mask_zero_group_grads()
-        if self.saliency == "taylor" and deadline is not None and t <= deadline:
+        if (
+            self.saliency == "taylor"
+            and deadline is not None
+            and self.switch_step - TAYLOR_WARMUP_STEPS <= t <= deadline
+        ):
             self._update_importance()
         plan = self._plan(t, deadline, stage2, projecting)
         for pg_index, (group, items) in enumerate(zip(self.param_groups, work, strict=True)):
