@@ -15,7 +15,7 @@ mkdir -p /tmp/data/squad
 gunzip -c .device/data/squad_train.json.gz > /tmp/data/squad/train.json
 gunzip -c .device/data/squad_validation.json.gz > /tmp/data/squad/validation.json
 cd bench && timeout "${SQUAD_TIMEOUT:-320}" python3 quality_squad.py --data_dir /tmp/data/squad --model ../.device/model \
-  --bf16 --steps "${SQUAD_STEPS:-1000}" --batch 32 --oto_saliency "${SQUAD_SALIENCY:-magnitude}" --latency_threads 2 --output_dir /tmp/quality_squad 2>&1 \
+  --bf16 --steps "${SQUAD_STEPS:-1000}" --batch 32 --oto_saliency "${SQUAD_SALIENCY:-taylor}" --latency_threads 2 --output_dir /tmp/quality_squad 2>&1 \
   | grep -v "Warning\|Writing\|Loading\|Map\|{'loss\|{'train\|{'eval" | tee "$OUT/quality_squad.log"
 cp /tmp/quality_squad/results.json "$OUT/quality_squad_results.json" 2>/dev/null
 exit 0

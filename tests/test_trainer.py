@@ -130,7 +130,7 @@ PARSED = {
     "oto_n_p": 10.0,
     "oto_target_group_sparsity": 0.5,
     "oto_projection_deadline": 0.6,
-    "oto_saliency": "taylor",
+    "oto_saliency": "magnitude",
     "oto_variant": "sgd",
     "oto_momentum": 0.8,
     "oto_prune": "heads",
@@ -165,6 +165,7 @@ def test_parse_from_cli_json_and_yaml(tmp_path):
         assert parsed.oto_n_p_value == 10 and isinstance(parsed.oto_n_p_value, int)  # whole steps
     defaults = OTOTrainingArguments(output_dir=str(tmp_path / "d"))
     assert defaults.oto_n_p_value == 0.25 and defaults.oto_save_slim and defaults.oto_target_group_sparsity is None
+    assert defaults.oto_saliency == "taylor" and defaults.oto_projection_deadline == 0.8
 
 
 @pytest.mark.parametrize(
@@ -223,7 +224,7 @@ def test_create_optimizer_builds_hspg_with_trainer_settings(tmp_path):
         weight_decay=0.05,
         oto_target_group_sparsity=0.25,
         oto_projection_deadline=0.5,
-        oto_saliency="taylor",
+        oto_saliency="magnitude",
     )
     trainer = OTOTrainer(model=make_model(), args=args, train_dataset=make_dataset(), callbacks=[recorder])
     trainer.train()
@@ -231,7 +232,7 @@ def test_create_optimizer_builds_hspg_with_trainer_settings(tmp_path):
     assert isinstance(hspg, HSPG) and trainer.optimizer.optimizer is hspg
     assert trainer.state.max_steps == 8 and hspg.total_steps == 8 and hspg.current_step == 8
     assert hspg.target_zero_groups == NUM_GROUPS // 4 and hspg.switch_step == 2  # n_p = 0.25 of 8
-    assert hspg.saliency == "taylor" and hspg.deadline_step == 3  # ⌊0.5·8⌋ − 1
+    assert hspg.saliency == "magnitude" and hspg.deadline_step == 3  # ⌊0.5·8⌋ − 1
     assert int(hspg.zero_mask().sum()) == NUM_GROUPS // 4
 
     # decay split: biases and LayerNorm weights in a weight_decay=0 group, everything else in the other
