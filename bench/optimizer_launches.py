@@ -104,7 +104,9 @@ def main() -> None:
     model = make_model(args.hidden, args.device)
     runs["HSPG stage 1"] = HSPG(model.parameters(), build_groups(model), n_p=total, **hspg)
     model = make_model(args.hidden, args.device)
-    runs["HSPG projection window"] = HSPG(model.parameters(), build_groups(model), **window, **hspg)
+    runs["HSPG window, magnitude"] = HSPG(
+        model.parameters(), build_groups(model), saliency="magnitude", **window, **hspg
+    )
     model = make_model(args.hidden, args.device)
     runs["HSPG window, taylor"] = HSPG(model.parameters(), build_groups(model), saliency="taylor", **window, **hspg)
 
