@@ -759,8 +759,7 @@ class HSPG(torch.optim.Optimizer):
         self._check_schedule()
         work = self._collect()
         if not self._gradients_finite(work):
-            self._skipped += 1
-            self._t += 1
+            self.skip_step()
             return loss
         self._init_state(work)
 
