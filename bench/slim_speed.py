@@ -88,7 +88,7 @@ def main() -> None:
     )
     print(
         f"slim_model + save_pretrained: {slim_save_s:.2f} s wall, peak RSS increase {peak_increase:.0f} MB "
-        f"= {peak_increase / model_mb:.2f}x model size (max abs logit diff {report.max_abs_diff:.2e})"
+        f"= {peak_increase / model_mb:.2f}x model size (max output diff {report.max_output_diff:.2e})"
     )
 
     for batch in (8, 1):

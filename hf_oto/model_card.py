@@ -88,7 +88,7 @@ def render_model_card(
         model_name=model_name,
         base_model=base_model or "trained from scratch",
         base_model_type=base_model_type,
-        max_abs_diff=f"{report.max_abs_diff:.1e}",
+        max_output_diff=f"{report.max_output_diff:.1e}",
         params_dense=f"{d.params:,}",
         params_slim=f"{s.params:,}",
         params_ratio=_ratio(s.params, d.params),

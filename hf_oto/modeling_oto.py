@@ -224,10 +224,10 @@ class OTOSlimMixin:
         finally:
             self.train(was_training)
         worst = max_output_difference(reference["outputs"], outputs)
-        if not worst <= reference["atol"]:
+        if not worst <= reference["tolerance"]:
             raise ZeroInvarianceError(
                 f"the slim model's outputs differ from the dense group-sparse model's by {worst:.3g} "
-                f"(tolerance {reference['atol']:.1g}); refusing to save. Its weights were changed after "
+                f"(relative tolerance {reference['tolerance']:.1g}); refusing to save. Its weights were changed after "
                 "slimming, or a group counted as zero was not exactly zero. Re-run hf_oto.slim_model on the "
                 "dense model, or pass verify=False to save anyway."
             )
@@ -272,7 +272,13 @@ def _add_base_auto_model(folder: str, model) -> None:
 
 
 def max_output_difference(expected, actual) -> float:
-    """Largest absolute difference between the floating tensors of two model outputs (inf on shape change)."""
+    """Largest difference between the floating tensors of two model outputs, each tensor's difference measured
+    relative to its scale ``max(1, max|expected|)`` (inf on a shape change).
+
+    Relative, because fp32 rounding grows with magnitude: hidden states of trained models reach 10-1000
+    (LLaMA's massive activations), where a slimmer matmul's different summation order alone moves them by
+    more than 1e-5, while removing a non-zero group moves them by a sizable fraction of their scale.
+    """
     expected_tensors = [t for t in _tensors(expected) if t.is_floating_point()]
     actual_tensors = [t for t in _tensors(actual) if t.is_floating_point()]
     if len(expected_tensors) != len(actual_tensors):
@@ -281,7 +287,10 @@ def max_output_difference(expected, actual) -> float:
     for a, b in zip(expected_tensors, actual_tensors, strict=True):
         if a.shape != b.shape:
             return float("inf")
-        worst = max(worst, (a.float() - b.float().to(a.device)).abs().max().item() if a.numel() else 0.0)
+        if a.numel():
+            a, b = a.float(), b.float().to(a.device)
+            scale = max(1.0, a.abs().max().item())
+            worst = max(worst, (a - b).abs().max().item() / scale)
     return worst
 
 

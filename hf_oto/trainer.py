@@ -74,8 +74,9 @@ class OTOTrainingArguments(TrainingArguments):
         oto_save_slim (`bool`, defaults to `True`):
             Whether `save_model()` writes the physically slim model (checkpoints always stay dense).
         oto_verify_tolerance (`float` or `None`, defaults to `None`):
-            Maximum absolute output difference allowed between the slim model and the dense group-sparse model
-            when saving; `None` means 1e-5 for float32 models.
+            Largest output difference allowed between the slim model and the dense group-sparse model when
+            saving, relative to each output's scale `max(1, max|output|)`; `None` means 1e-5 for float32
+            models and 5e-2 for half precision.
         oto_flops_seq_len (`int`, defaults to `128`):
             Sequence length at which FLOPs per token are reported (logs, model card).
         oto_skip_nonfinite_steps (`bool`, defaults to `False`):
@@ -105,7 +106,8 @@ class OTOTrainingArguments(TrainingArguments):
     )
     oto_save_slim: bool = field(default=True, metadata={"help": "Write the physically slim model on save_model()."})
     oto_verify_tolerance: float | None = field(
-        default=None, metadata={"help": "Max abs output difference slim vs dense when saving (default 1e-5 fp32)."}
+        default=None,
+        metadata={"help": "Max output difference slim vs dense when saving, relative to scale (default 1e-5 fp32)."},
     )
     oto_flops_seq_len: int = field(default=128, metadata={"help": "Sequence length for FLOPs-per-token reports."})
     oto_skip_nonfinite_steps: bool = field(
@@ -373,7 +375,7 @@ class OTOTrainer(Trainer):
                 model,
                 groups,
                 seq_len=self.args.oto_flops_seq_len,
-                atol=self.args.oto_verify_tolerance,
+                tolerance=self.args.oto_verify_tolerance,
                 settings=self.args.oto_settings(),
             )
         output_dir = os.path.abspath(output_dir)

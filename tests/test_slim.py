@@ -1,5 +1,7 @@
 """Exact slimming: for every family, zero pattern and attention implementation, slim logits == dense logits."""
 
+import copy
+
 import pytest
 import torch
 import transformers
@@ -7,6 +9,7 @@ from conftest import TINY_CONFIGS, tiny_model
 
 import hf_oto
 from hf_oto.groups import ATTENTION, FFN
+from hf_oto.modeling_oto import max_output_difference
 from hf_oto.slim import reference_inputs
 
 FAMILIES = list(TINY_CONFIGS)
@@ -76,6 +79,40 @@ def test_slim_logits_equal_dense(family, pattern, attn):
         assert report.slim.heads[0] == 0 and report.slim.kv_heads[0] == 0
     if pattern == "all_ffn_layer1":
         assert report.slim.ffn[1] == 0
+
+
+@pytest.mark.parametrize("family", ["bert", "llama"])
+def test_check_is_relative_to_output_scale(family):
+    """Trained models' hidden states reach 10-1000, where a slimmer matmul's summation order alone moves them by
+    more than 1e-5. The check measures differences relative to each output's scale: large activations pass,
+    while removing a group at the weights' usual scale is still far above the tolerance."""
+    dense = tiny_model(family)
+    with torch.no_grad():
+        for name, parameter in dense.named_parameters():
+            if "norm" in name.lower() and name.endswith("weight"):
+                parameter.mul_(300.0)  # hidden states of magnitude ~300
+    groups = hf_oto.build_groups(dense)
+    groups.zero_(zero_pattern(groups, "random"))
+    slim, report = hf_oto.slim_model(dense, groups)
+    inputs = reference_inputs(dense)
+    with torch.no_grad():
+        expected = dense(**inputs, output_hidden_states=True).hidden_states
+        actual = slim(**inputs, output_hidden_states=True).hidden_states
+    absolute = max((e - a).abs().max().item() for e, a in zip(expected, actual))
+    assert absolute > 1e-5, "summation order did not change the outputs here: this test is moot"
+    assert report.max_output_diff <= 1e-5
+
+    # Had slimming removed a group at the weights' usual scale, the relative measure would still see it.
+    wrong = copy.deepcopy(dense)
+    wrong_groups = hf_oto.build_groups(wrong)
+    start, end = block_range(wrong_groups, 1, FFN)
+    victim = next(i for i in range(start, end) if wrong_groups.zero_mask()[i])
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for _, entries in wrong_groups[victim].slices:
+            entries.copy_(0.02 * torch.randn(entries.shape, generator=generator))  # the initializer's scale
+        reference = wrong(**inputs, output_hidden_states=True)
+        assert max_output_difference(reference, slim(**inputs, output_hidden_states=True)) > 1e-5
 
 
 def test_input_model_is_left_untouched():

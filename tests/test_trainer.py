@@ -488,7 +488,7 @@ def test_bf16_autocast_on_cpu_trains_and_saves_exactly(tmp_path):
     wrapper = model.__dict__["forward"]
     trainer.save_model(str(tmp_path / "slim"))
     assert model.__dict__["forward"] is wrapper
-    assert trainer.slim_report.max_abs_diff <= 1e-5
+    assert trainer.slim_report.max_output_diff <= 1e-5
     assert trainer.slim_report.slim.params < trainer.slim_report.dense.params
     slim = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "slim")
     assert next(slim.parameters()).dtype == torch.float32
@@ -547,6 +547,6 @@ def test_bf16_weights_save_with_half_precision_tolerance(tmp_path):
     assert int(trainer.hspg.zero_mask().sum()) == math.floor(0.3 * NUM_GROUPS)
     trainer.save_model(str(tmp_path / "slim"))
     assert next(trainer.slim_model.parameters()).dtype == torch.bfloat16
-    assert trainer.slim_model._oto_reference["atol"] == hf_oto.slim.default_tolerance(trainer.model) > 1e-5
-    assert trainer.slim_report.max_abs_diff <= trainer.slim_model._oto_reference["atol"]
+    assert trainer.slim_model._oto_reference["tolerance"] == hf_oto.slim.default_tolerance(trainer.model) > 1e-5
+    assert trainer.slim_report.max_output_diff <= trainer.slim_model._oto_reference["tolerance"]
     assert os.path.isfile(tmp_path / "slim" / "model.safetensors")
