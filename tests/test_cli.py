@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -161,3 +162,40 @@ def test_short_demo_end_to_end(tmp_path):
     slim = transformers.AutoModelForQuestionAnswering.from_pretrained(out / "slim-model", trust_remote_code=True)
     assert sum(p.numel() for p in slim.parameters()) == results["report"]["slim"]["params"]
     assert main(["inspect", str(out / "slim-model")]) == 0
+
+
+def test_demo_with_a_given_model_and_squad_file(tmp_path):
+    """`hf-oto demo --model DIR --data FILE`: a saved pretrained-style QA model (with its tokenizer) and a SQuAD
+    v1.1 file replace the from-scratch BERT and the synthetic set; articles are held out for evaluation."""
+    from hf_oto.synthetic_qa import build_wordpiece_tokenizer, write_squad_splits
+
+    train_path, _ = write_squad_splits(tmp_path / "squad", train_paragraphs=40, validation_paragraphs=2, seed=3)
+    articles = json.loads(Path(train_path).read_text())["data"]
+    assert len(articles) >= 2  # so the demo holds out whole articles
+    texts = [p["context"] for a in articles for p in a["paragraphs"]]
+    tokenizer = build_wordpiece_tokenizer(texts, vocab_size=300)
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=128,
+    )  # fmt: skip
+    model_dir = tmp_path / "pretrained"
+    transformers.BertForQuestionAnswering(config).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+
+    out = tmp_path / "demo"
+    result = _run(
+        "demo", "--model", str(model_dir), "--data", str(train_path), "--output_dir", str(out),
+        "--max_steps", "6", "--batch_size", "8", "--latency_batch", "2", "--latency_rounds", "1",
+        "--target_sparsity", "0.3",
+        timeout=240,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "pretrained" in result.stdout and os.path.basename(train_path) in result.stdout
+    results = json.loads((out / "demo_results.json").read_text())
+    for metric in ("exact_match", "f1"):
+        assert results["dense"][metric] == results["slim"][metric]
+    assert results["report"]["slim"]["params"] < results["report"]["dense"]["params"]
+    assert not (out / "data").exists()  # no synthetic set was generated
+    slim = transformers.AutoModelForQuestionAnswering.from_pretrained(out / "slim-model", trust_remote_code=True)
+    assert sum(p.numel() for p in slim.parameters()) == results["report"]["slim"]["params"]
