@@ -276,7 +276,7 @@ def demo_command(args: argparse.Namespace) -> int:
     if args.data is not None:
         step(1, f"reading {args.data}")
         train_questions, eval_questions = _article_split(_load_questions(args.data))
-        data_name = os.path.basename(args.data)
+        data_name = args.data
     else:
         step(1, "generating the synthetic QA set")
         train_path, eval_path = write_squad_splits(
@@ -298,7 +298,7 @@ def demo_command(args: argparse.Namespace) -> int:
         step(2, f"loading {args.model}")
         tokenizer = AutoTokenizer.from_pretrained(args.model)
         model = AutoModelForQuestionAnswering.from_pretrained(args.model)
-        model_name = os.path.basename(os.path.normpath(args.model))
+        model_name = args.model  # as typed: a package folder is often just ".../model"
     else:
         step(2, "building a WordPiece tokenizer and a small BERT from scratch")
         texts = [*train_questions["context"], *train_questions["question"]]
