@@ -316,7 +316,7 @@ class HSPG(torch.optim.Optimizer):
         projection_deadline: fraction of ``T`` by which the last projection happens, in (0, 0.8].
         saliency: how target mode ranks groups for removal: ``"taylor"`` (default: moving average of
             ``|x_gᵀ∇_g f|``, the first-order loss change of removing the group) or ``"magnitude"``
-            (size-normalized norm). On SQuAD, Taylor lost 0.7 F1 at 30% sparsity where magnitude lost 7.9.
+            (size-normalized norm). On SQuAD (one seed), Taylor lost 0.7 F1 at 30% sparsity where magnitude lost 7.9.
         skip_nonfinite_steps: skip a step whose gradients hold NaN/Inf (counted in `sparsity_report`)
             instead of raising `NonFiniteGradientError`.
         process_group: the torch.distributed group whose ranks must agree on projections (default: world).
