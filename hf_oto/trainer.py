@@ -61,7 +61,7 @@ class OTOTrainingArguments(TrainingArguments):
         oto_saliency (`str`, defaults to `"taylor"`):
             How the target mode picks the groups to remove: `"taylor"` (smallest moving average of
             |x_gᵀ∇_g f|, the first-order loss change of removing the group) or `"magnitude"` (smallest
-            size-normalized norm; lost 7.9 F1 on SQuAD at 30% sparsity where Taylor lost 0.7).
+            size-normalized norm; lost 7.9 F1 on SQuAD at 30% sparsity where Taylor lost 0.7, one seed).
         oto_variant (`str`, defaults to `"adamw"`):
             HSPG's base direction: `"adamw"` (the Trainer's adam_beta1/adam_beta2/adam_epsilon/weight_decay)
             or `"sgd"` (heavy-ball momentum `oto_momentum`).
