@@ -6,6 +6,9 @@ article-disjoint split", never as standard SQuAD numbers). Same model (all-MiniL
 data order and step budget for every run. Prints EM/F1 of the group-sparse model and of the reloaded slim
 model, non-embedding params and FLOPs kept, and the measured CPU latency speedup (batch 8 x seq len).
 
+`--tune_holdout 0.1` scores on the last 10% of train.json's articles instead (training on the rest), for
+choosing settings without looking at validation.json.
+
 Targets (issue 5): F1 within 1.5 pt of dense at 0.3 and within 3 pt at 0.5.
 Run: python bench/quality_squad.py --data_dir ../shared/data/squad_v1.1 [--bf16 on a GPU]
 """
@@ -20,7 +23,7 @@ from quality_common import add_common_arguments, check_paths, print_table, run_a
 from transformers import AutoModelForQuestionAnswering, AutoTokenizer, default_data_collator
 
 from hf_oto.metrics import load_squad_metric
-from hf_oto.qa import evaluate_squad, load_squad_json, prepare_train_features
+from hf_oto.qa import evaluate_squad, load_squad_json, prepare_train_features, split_by_article
 
 
 def main() -> None:
@@ -29,6 +32,14 @@ def main() -> None:
     parser.add_argument("--max_seq_length", type=int, default=384)
     parser.add_argument("--doc_stride", type=int, default=128)
     parser.add_argument("--max_eval_samples", type=int, default=None)
+    parser.add_argument(
+        "--tune_holdout",
+        type=float,
+        default=None,
+        metavar="FRACTION",
+        help="for choosing settings: train on train.json less its last FRACTION of articles and score on those "
+        "(validation.json is not read), so that tuning never sees the validation set",
+    )
     add_common_arguments(parser, steps=1000, batch=32, lr=1e-4)
     args = parser.parse_args()
     train_path, dev_path = (os.path.join(args.data_dir, f) for f in ("train.json", "validation.json"))
@@ -36,7 +47,12 @@ def main() -> None:
 
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     train_examples = load_squad_json(train_path)
-    dev_examples = load_squad_json(dev_path)
+    if args.tune_holdout:
+        train_examples, dev_examples = split_by_article(train_examples, eval_fraction=args.tune_holdout)
+        eval_name = f"held-out {args.tune_holdout:g} of train.json's articles (tuning split; validation.json unused)"
+    else:
+        dev_examples = load_squad_json(dev_path)
+        eval_name = "SQuAD v1.1 dev, article-disjoint split"
     if args.max_eval_samples:
         dev_examples = dev_examples.select(range(min(args.max_eval_samples, len(dev_examples))))
     window = {"tokenizer": tokenizer, "max_seq_length": args.max_seq_length, "doc_stride": args.doc_stride}
@@ -72,7 +88,7 @@ def main() -> None:
         latency_inputs,
     )
     print(
-        f"\nSQuAD v1.1 dev, article-disjoint split: train {len(train_examples)} questions ({len(train)} windows), "
+        f"\n{eval_name}: train {len(train_examples)} questions ({len(train)} windows), "
         f"eval {len(dev_examples)} questions; {args.steps} steps x batch {args.batch}, seq {args.max_seq_length}, "
         f"lr {args.lr}, model {args.model}"
     )

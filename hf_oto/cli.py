@@ -194,18 +194,6 @@ def _load_questions(path: str):
     return questions
 
 
-def _article_split(questions, eval_fraction: float = 0.1):
-    """Hold out whole articles (titles) for evaluation, so no paragraph is shared with training."""
-    titles = list(dict.fromkeys(questions["title"]))
-    if len(titles) < 2:
-        cut = max(1, int(len(questions) * (1 - eval_fraction)))
-        return questions.select(range(cut)), questions.select(range(cut, len(questions)))
-    held_out = set(titles[-max(1, round(len(titles) * eval_fraction)) :])
-    train = [i for i, t in enumerate(questions["title"]) if t not in held_out]
-    evaluation = [i for i, t in enumerate(questions["title"]) if t in held_out]
-    return questions.select(train), questions.select(evaluation)
-
-
 def _median_latency_ms(models: Sequence, inputs: dict, rounds: int) -> list[float]:
     """Median forward time of each model on `inputs`, measured interleaved (A, B, A, B, ...) after a warm-up."""
     import torch
@@ -265,7 +253,7 @@ def demo_command(args: argparse.Namespace) -> int:
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
     from .metrics import load_squad_metric
-    from .qa import evaluate_squad, prepare_eval_features, prepare_train_features
+    from .qa import evaluate_squad, prepare_eval_features, prepare_train_features, split_by_article
     from .synthetic_qa import build_wordpiece_tokenizer, write_squad_splits
 
     datasets.disable_progress_bars()
@@ -275,7 +263,7 @@ def demo_command(args: argparse.Namespace) -> int:
     # 1. data ---------------------------------------------------------------------------------------------
     if args.data is not None:
         step(1, f"reading {args.data}")
-        train_questions, eval_questions = _article_split(_load_questions(args.data))
+        train_questions, eval_questions = split_by_article(_load_questions(args.data), eval_fraction=0.1)
         data_name = args.data
     else:
         step(1, "generating the synthetic QA set")

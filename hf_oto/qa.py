@@ -81,6 +81,22 @@ def load_squad_json(data_files: str | Sequence[str] | dict[str, Any]):
     return flat["train"]
 
 
+def split_by_article(questions, eval_fraction: float = 0.1):
+    """Split flattened questions into (train, held-out) datasets by whole articles (titles), last ones held out.
+
+    No paragraph is shared between the two, as in the article-disjoint SQuAD split. With a single article,
+    the split falls back to the last `eval_fraction` of the questions.
+    """
+    titles = list(dict.fromkeys(questions["title"]))
+    if len(titles) < 2:
+        cut = max(1, int(len(questions) * (1 - eval_fraction)))
+        return questions.select(range(cut)), questions.select(range(cut, len(questions)))
+    held_out = set(titles[-max(1, round(len(titles) * eval_fraction)) :])
+    train = [i for i, t in enumerate(questions["title"]) if t not in held_out]
+    evaluation = [i for i, t in enumerate(questions["title"]) if t in held_out]
+    return questions.select(train), questions.select(evaluation)
+
+
 def _pad_on_right(tokenizer) -> bool:
     return getattr(tokenizer, "padding_side", "right") == "right"
 

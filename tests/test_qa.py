@@ -5,6 +5,7 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import datasets
 import numpy as np
 import pytest
 
@@ -16,6 +17,7 @@ from hf_oto.qa import (
     postprocess_qa_predictions,
     prepare_eval_features,
     prepare_train_features,
+    split_by_article,
     squad_references,
 )
 from hf_oto.synthetic_qa import build_wordpiece_tokenizer, generate_squad, squad_texts
@@ -57,6 +59,19 @@ def test_load_squad_json_matches_flatten(examples, squad):
     assert set(examples.column_names) == {"id", "title", "context", "question", "answers"}
     assert examples["id"] == flatten_squad(squad["data"])["id"]
     assert examples[7]["answers"] == flatten_squad(squad["data"])["answers"][7]
+
+
+def test_split_by_article_holds_out_whole_last_articles():
+    titles = ["a"] * 3 + ["b"] * 2 + ["c"] * 4 + ["d"] * 1
+    questions = datasets.Dataset.from_dict({"title": titles, "id": [str(i) for i in range(len(titles))]})
+    train, held_out = split_by_article(questions, eval_fraction=0.5)  # 2 of the 4 articles
+    assert train["id"] == ["0", "1", "2", "3", "4"] and set(train["title"]) == {"a", "b"}
+    assert held_out["id"] == ["5", "6", "7", "8", "9"] and set(held_out["title"]) == {"c", "d"}
+    train, held_out = split_by_article(questions, eval_fraction=0.1)  # rounds to 0 articles: still holds out one
+    assert set(held_out["title"]) == {"d"} and len(train) == 9
+    one_article = datasets.Dataset.from_dict({"title": ["a"] * 10, "id": [str(i) for i in range(10)]})
+    train, held_out = split_by_article(one_article, eval_fraction=0.2)  # falls back to the last questions
+    assert train["id"] == [str(i) for i in range(8)] and held_out["id"] == ["8", "9"]
 
 
 def test_load_squad_json_bad_files(tmp_path):
