@@ -21,10 +21,13 @@ from __future__ import annotations
 import collections
 import os
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from datasets import Dataset
 
 
 def flatten_squad(articles: Iterable[dict[str, Any]]) -> dict[str, list]:
@@ -81,12 +84,14 @@ def load_squad_json(data_files: str | Sequence[str] | dict[str, Any]):
     return flat["train"]
 
 
-def split_by_article(questions, eval_fraction: float = 0.1):
+def split_by_article(questions: Dataset, eval_fraction: float = 0.1) -> tuple[Dataset, Dataset]:
     """Split flattened questions into (train, held-out) datasets by whole articles (titles), last ones held out.
 
     No paragraph is shared between the two, as in the article-disjoint SQuAD split. With a single article,
     the split falls back to the last `eval_fraction` of the questions.
     """
+    if not 0 < eval_fraction < 1:
+        raise ValueError(f"eval_fraction={eval_fraction!r} must be in (0, 1): the share of articles to hold out.")
     titles = list(dict.fromkeys(questions["title"]))
     if len(titles) < 2:
         cut = max(1, int(len(questions) * (1 - eval_fraction)))

@@ -72,6 +72,8 @@ def test_split_by_article_holds_out_whole_last_articles():
     one_article = datasets.Dataset.from_dict({"title": ["a"] * 10, "id": [str(i) for i in range(10)]})
     train, held_out = split_by_article(one_article, eval_fraction=0.2)  # falls back to the last questions
     assert train["id"] == [str(i) for i in range(8)] and held_out["id"] == ["8", "9"]
+    with pytest.raises(ValueError, match="eval_fraction"):
+        split_by_article(questions, eval_fraction=1.0)
 
 
 def test_load_squad_json_bad_files(tmp_path):
