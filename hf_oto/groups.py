@@ -172,10 +172,6 @@ class GroupSet:
         """Number of scalar parameters in each group, float32."""
         return torch.cat([torch.full((b.num_groups,), float(b.group_size)) for b in self.blocks])
 
-    def block_index(self) -> torch.Tensor:
-        """Per group, the index of its block in `self.blocks` (long)."""
-        return torch.cat([torch.full((b.num_groups,), i, dtype=torch.long) for i, b in enumerate(self.blocks)])
-
     def structure_index(self) -> torch.Tensor:
         """Per group, the position of its block's structure in `self.structures()`."""
         names = self.structures()

@@ -27,7 +27,7 @@ from torch import Tensor
 from .groups import ATTENTION, FFN, GroupSet, ParamSlice
 
 VARIANTS = ("adamw", "sgd")
-SALIENCIES = ("magnitude", "taylor", "taylor_layer")
+SALIENCIES = ("magnitude", "taylor")
 TAYLOR_EMA_DECAY = 0.99
 """Decay of the Taylor-importance moving average: a horizon of ~100 steps, smoothing per-batch noise."""
 TAYLOR_WARMUP_STEPS = 200
@@ -315,10 +315,8 @@ class HSPG(torch.optim.Optimizer):
         total_steps: total number of `step()` calls ``T``; may be given later with `set_total_steps`.
         projection_deadline: fraction of ``T`` by which the last projection happens, in (0, 0.8].
         saliency: how target mode ranks groups for removal: ``"taylor"`` (default: moving average of
-            ``|x_gᵀ∇_g f|``, the first-order loss change of removing the group), ``"taylor_layer"`` (the same,
-            divided per block by the L2 norm of its active groups' scores, so that layers compete on one scale)
-            or ``"magnitude"`` (size-normalized norm). On SQuAD (one seed), Taylor lost 0.7 F1 at 30% sparsity
-            where magnitude lost 7.9.
+            ``|x_gᵀ∇_g f|``, the first-order loss change of removing the group) or ``"magnitude"``
+            (size-normalized norm). On SQuAD (one seed), Taylor lost 0.7 F1 at 30% sparsity where magnitude lost 7.9.
         skip_nonfinite_steps: skip a step whose gradients hold NaN/Inf (counted in `sparsity_report`)
             instead of raising `NonFiniteGradientError`.
         process_group: the torch.distributed group whose ranks must agree on projections (default: world).
@@ -402,7 +400,7 @@ class HSPG(torch.optim.Optimizer):
         self._zero = torch.zeros(len(self.groups), dtype=torch.bool, device=self._device)
         self._last_candidates = torch.zeros((), dtype=torch.long, device=self._device)
         self._importance = torch.zeros(len(self.groups), device=self._device)
-        """Taylor saliency: EMA of ``|x_gᵀ∇_g f|`` per group (``"taylor"`` and ``"taylor_layer"`` only)."""
+        """Taylor saliency: EMA of ``|x_gᵀ∇_g f|`` per group (``saliency="taylor"`` only)."""
         self._sync_zero_cpu()
         if total_steps is not None:
             self.set_total_steps(total_steps)
@@ -463,9 +461,6 @@ class HSPG(torch.optim.Optimizer):
         self._structure = (
             self.groups.structure_index().to(self._device) if len(self.groups) else torch.zeros(0, dtype=torch.long)
         )
-        self._block_of_group = (
-            self.groups.block_index().to(self._device) if len(self.groups) else torch.zeros(0, dtype=torch.long)
-        )
         self._num_structures = max(len(self.groups.structures()), 1)
         self._quotas = self.structure_quotas() if self.target_group_sparsity is not None else None
 
@@ -519,12 +514,7 @@ class HSPG(torch.optim.Optimizer):
         active = self._prunable & ~self._zero
         zeros = torch.bincount(self._structure[self._zero & self._prunable], minlength=self._num_structures)
         need = (self._quotas.to(zeros.device) - zeros).clamp(min=0)
-        if self.saliency == "magnitude":
-            score = norms_squared.sqrt() * self._inv_sqrt_size
-        elif self.saliency == "taylor":
-            score = self._importance
-        else:
-            score = self._layer_normalized_importance(active)
+        score = self._importance if self.saliency == "taylor" else norms_squared.sqrt() * self._inv_sqrt_size
         saliency = torch.where(active, score, torch.full_like(norms_squared, math.inf))
         order = torch.sort(saliency, stable=True).indices
         structure_sorted = self._structure[order]
@@ -534,19 +524,6 @@ class HSPG(torch.optim.Optimizer):
         candidates = torch.zeros_like(active)
         candidates[order] = chosen_sorted
         return candidates & active
-
-    def _layer_normalized_importance(self, active: Tensor) -> Tensor:
-        """Taylor importance divided by the L2 norm of its block's active importances (``saliency="taylor_layer"``).
-
-        Scores are then compared across layers on one scale, as in Molchanov et al. (2017) and Michel et al.
-        (2019): a layer whose groups all have small raw importance is not emptied first, and the fewer groups a
-        block has left, the larger their normalized scores.
-        """
-        squares = torch.where(active, self._importance.square(), torch.zeros_like(self._importance))
-        block_norms = torch.zeros(len(self.groups.blocks), device=self._device).index_add_(
-            0, self._block_of_group, squares
-        )
-        return self._importance / block_norms.sqrt().clamp_min(torch.finfo(torch.float32).tiny)[self._block_of_group]
 
     def _check_schedule(self) -> None:
         """Raise `ValueError` when the stage switch or the target schedule cannot be resolved or cannot fit."""
@@ -794,7 +771,7 @@ class HSPG(torch.optim.Optimizer):
         if stage2:
             self._mask_zero_group_grads()
         if (
-            self.saliency != "magnitude"
+            self.saliency == "taylor"
             and deadline is not None
             and self.switch_step - TAYLOR_WARMUP_STEPS <= t <= deadline
         ):

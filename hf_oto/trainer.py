@@ -60,10 +60,8 @@ class OTOTrainingArguments(TrainingArguments):
             after it let the remaining network adapt.
         oto_saliency (`str`, defaults to `"taylor"`):
             How the target mode picks the groups to remove: `"taylor"` (smallest moving average of
-            |x_gᵀ∇_g f|, the first-order loss change of removing the group), `"taylor_layer"` (the same scores
-            divided per layer and structure by their L2 norm, so that no layer is emptied just because its raw
-            scores are small) or `"magnitude"` (smallest size-normalized norm; lost 7.9 F1 on SQuAD at 30%
-            sparsity where Taylor lost 0.7, one seed).
+            |x_gᵀ∇_g f|, the first-order loss change of removing the group) or `"magnitude"` (smallest
+            size-normalized norm; lost 7.9 F1 on SQuAD at 30% sparsity where Taylor lost 0.7, one seed).
         oto_variant (`str`, defaults to `"adamw"`):
             HSPG's base direction: `"adamw"` (the Trainer's adam_beta1/adam_beta2/adam_epsilon/weight_decay)
             or `"sgd"` (heavy-ball momentum `oto_momentum`).
@@ -98,7 +96,7 @@ class OTOTrainingArguments(TrainingArguments):
         default=0.8, metadata={"help": "Fraction in (0, 0.8] of the steps by which the target is reached."}
     )
     oto_saliency: str = field(
-        default="taylor", metadata={"help": "Removal ranking in target mode: taylor, taylor_layer or magnitude."}
+        default="taylor", metadata={"help": "Removal ranking in target mode: taylor or magnitude."}
     )
     oto_variant: str = field(default="adamw", metadata={"help": "HSPG base direction: adamw or sgd."})
     oto_momentum: float = field(default=0.9, metadata={"help": "Heavy-ball momentum of the sgd variant."})
