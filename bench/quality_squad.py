@@ -43,11 +43,11 @@ def main() -> None:
     add_common_arguments(parser, steps=1000, batch=32, lr=1e-4)
     args = parser.parse_args()
     train_path, dev_path = (os.path.join(args.data_dir, f) for f in ("train.json", "validation.json"))
-    check_paths(args, [train_path] if args.tune_holdout else [train_path, dev_path])
+    check_paths(args, [train_path] if args.tune_holdout is not None else [train_path, dev_path])
 
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     train_examples = load_squad_json(train_path)
-    if args.tune_holdout:
+    if args.tune_holdout is not None:
         train_examples, dev_examples = split_by_article(train_examples, eval_fraction=args.tune_holdout)
         eval_name = f"held-out {args.tune_holdout:g} of train.json's articles (tuning split; validation.json unused)"
     else:
