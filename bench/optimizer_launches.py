@@ -21,7 +21,6 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 from transformers import BertConfig, BertModel
 
-import hf_oto.hspg
 from hf_oto import HSPG, build_groups
 
 METADATA_OPS = {
@@ -90,11 +89,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--hidden", type=int, default=48, help="model width (multiple of 12)")
     args = parser.parse_args()
-    if args.device == "cpu":
-        hf_oto.hspg._workspace_for = lambda device, largest: None  # the accelerator layout (see the docstring)
-
     total = 10_000
-    hspg = {"lr": 1e-4, "weight_decay": 0.01, "lam": 1e-3}
+    # the accelerator layout on every device (see the docstring)
+    hspg = {"lr": 1e-4, "weight_decay": 0.01, "lam": 1e-3, "layout": "stacked"}
     window = {"n_p": 0, "target_group_sparsity": 0.5, "total_steps": total}
     runs = {}
     model = make_model(args.hidden, args.device)

@@ -7,8 +7,8 @@ slimmer model in Hub format.
 from .architectures import SUPPORTED_MODEL_TYPES, ArchitectureSpec, get_spec
 from .errors import OTOLoadError, UnsupportedModelError, ZeroInvarianceError
 from .groups import Group, GroupBlock, GroupSet, ParamSlice, build_groups
-from .hspg import HSPG
 from .hub import load_slim, register_auto_classes
+from .optim import HSPG, NonFiniteGradientError, Saliency
 from .pipelines import QuestionAnsweringPipeline, register_question_answering_pipeline
 from .slim import SlimReport, model_shape, slim_model
 from .trainer import OTOTrainer, OTOTrainingArguments
@@ -25,11 +25,13 @@ __all__ = [
     "GroupBlock",
     "GroupSet",
     "HSPG",
+    "NonFiniteGradientError",
     "OTOLoadError",
     "OTOTrainer",
     "OTOTrainingArguments",
     "ParamSlice",
     "QuestionAnsweringPipeline",
+    "Saliency",
     "SlimReport",
     "UnsupportedModelError",
     "ZeroInvarianceError",

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .architectures import ArchitectureSpec, get_spec
+from .optim.kernels import group_broadcast_shape, group_sq_norms, grouped, scale_groups_
 
 ATTENTION = "attention"
 FFN = "ffn"
@@ -34,13 +35,11 @@ class ParamSlice:
 
     def grouped_view(self, num_groups: int) -> torch.Tensor:
         """The parameter viewed with `dim` unflattened into (num_groups, chunk)."""
-        return self.param.unflatten(self.dim, (num_groups, -1))
+        return grouped(self.param, self.dim, num_groups)
 
     def broadcast_shape(self, num_groups: int) -> list[int]:
         """Shape of a per-group factor that broadcasts against `grouped_view`."""
-        shape = [1] * (self.param.dim() + 1)
-        shape[self.dim] = num_groups
-        return shape
+        return group_broadcast_shape(self.param.dim(), self.dim, num_groups)
 
 
 @dataclass
@@ -73,20 +72,13 @@ class GroupBlock:
 
     def norms_squared(self) -> torch.Tensor:
         """Squared L2 norm of every group of the block, shape (num_groups,), in float32."""
-        total = None
-        for piece in self.slices:
-            view = piece.grouped_view(self.num_groups).float()
-            other_dims = [d for d in range(view.dim()) if d != piece.dim]
-            part = view.pow(2).sum(dim=other_dims)
-            total = part if total is None else total + part
-        return total
+        return sum(group_sq_norms(piece.param, piece.dim, self.num_groups) for piece in self.slices)
 
     def scale_(self, factors: torch.Tensor, tensors: Sequence[torch.Tensor] | None = None) -> None:
         """Multiply group j by `factors[j]`, in place, in every slice (or in `tensors` shaped like them)."""
         targets = tensors if tensors is not None else [piece.param for piece in self.slices]
         for piece, target in zip(self.slices, targets, strict=True):
-            view = target.unflatten(piece.dim, (self.num_groups, -1))
-            view.mul_(factors.to(device=target.device, dtype=target.dtype).view(piece.broadcast_shape(self.num_groups)))
+            scale_groups_(target, piece.dim, self.num_groups, factors)
 
     def describe(self, index: int) -> str:
         where = f"layer {self.layer} " if self.layer is not None else ""
@@ -200,13 +192,16 @@ class GroupSet:
             targets = None if tensors_per_block is None else tensors_per_block[position]
             self.blocks[position].scale_(block_keep, targets)
 
-    def zero_mask(self) -> torch.Tensor:
-        """Bool per group: True where every entry of the group is exactly zero."""
+    def zero_norm_mask(self) -> torch.Tensor:
+        """Bool per group: True where every entry of the group is exactly zero now (its norm is 0).
+
+        Not to be confused with `HSPG.zero_mask`, the groups the optimizer has *fixed* at zero.
+        """
         return self.norms() == 0
 
     def summary(self) -> list[dict]:
         """Per-layer counts of kept / total groups for each structure."""
-        zero = self.zero_mask()
+        zero = self.zero_norm_mask()
         rows: dict[object, dict] = {}
         for block, (start, end) in zip(self.blocks, self.block_ranges(), strict=True):
             row = rows.setdefault(block.layer, {"layer": block.layer})

@@ -150,7 +150,7 @@ def _run(model: nn.Module, inputs: dict[str, torch.Tensor]):
 
 def _kept_indices(groups: GroupSet, num_layers: int) -> tuple[list[torch.Tensor], list[torch.Tensor], list[int]]:
     """Per layer: kept KV-group indices, kept FFN neuron indices, and query heads per KV group."""
-    zero = groups.zero_mask().cpu()
+    zero = groups.zero_norm_mask().cpu()
     kept_kv = [torch.zeros(0, dtype=torch.long) for _ in range(num_layers)]
     kept_ffn = [torch.zeros(0, dtype=torch.long) for _ in range(num_layers)]
     per_group = [1] * num_layers

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -27,14 +28,26 @@ from transformers.trainer_utils import HubStrategy
 
 from .architectures import base_model_type, get_spec
 from .groups import ATTENTION, FFN, GroupSet, build_groups
-from .hspg import HSPG, SALIENCIES, structure_quotas
 from .model_card import PLOT_FILE, plot_layers, render_model_card
 from .modeling_oto import auto_class_name, replace_directory
+from .optim import HSPG, MAX_PROJECTION_DEADLINE, SALIENCIES, VARIANTS, hyperparameter_problems, structure_quotas
+from .optim.hyperparameters import DEFAULT_PROJECTION_DEADLINE, DEFAULT_SALIENCY, is_number, n_p_from_number
 from .slim import SlimReport, model_shape, slim_model
 
 logger = logging.getLogger(__name__)
 
 PRUNE_CHOICES = {"heads": (ATTENTION,), "ffn": (FFN,), "both": (ATTENTION, FFN)}
+HSPG_ARGUMENT_NAMES = {
+    "lam": "oto_lambda",
+    "epsilon": "oto_epsilon",
+    "n_p": "oto_n_p",
+    "target_group_sparsity": "oto_target_group_sparsity",
+    "projection_deadline": "oto_projection_deadline",
+    "saliency": "oto_saliency",
+    "variant": "oto_variant",
+    "momentum": "oto_momentum",
+}
+"""HSPG argument -> the `OTOTrainingArguments` field that sets it (validated by HSPG's own check)."""
 
 
 @dataclass
@@ -93,12 +106,13 @@ class OTOTrainingArguments(TrainingArguments):
         default=None, metadata={"help": "Fraction in [0, 1) of prunable groups to drive to exactly zero."}
     )
     oto_projection_deadline: float = field(
-        default=0.8, metadata={"help": "Fraction in (0, 0.8] of the steps by which the target is reached."}
+        default=DEFAULT_PROJECTION_DEADLINE,
+        metadata={"help": f"Fraction in (0, {MAX_PROJECTION_DEADLINE}] of the steps by which the target is reached."},
     )
     oto_saliency: str = field(
-        default="taylor", metadata={"help": "Removal ranking in target mode: taylor or magnitude."}
+        default=DEFAULT_SALIENCY, metadata={"help": f"Removal ranking in target mode: one of {sorted(SALIENCIES)}."}
     )
-    oto_variant: str = field(default="adamw", metadata={"help": "HSPG base direction: adamw or sgd."})
+    oto_variant: str = field(default=VARIANTS[0], metadata={"help": f"HSPG base direction: one of {list(VARIANTS)}."})
     oto_momentum: float = field(default=0.9, metadata={"help": "Heavy-ball momentum of the sgd variant."})
     oto_prune: str = field(default="both", metadata={"help": "Structures to prune: heads, ffn or both."})
     oto_unprunable_layers: list[int] = field(
@@ -116,43 +130,45 @@ class OTOTrainingArguments(TrainingArguments):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        problems = hyperparameter_problems(self._hspg_values(), names=HSPG_ARGUMENT_NAMES)
+        problems += self._trainer_problems()
+        if problems:
+            raise ValueError("Invalid OTO arguments: " + "; ".join(problems) + ".")
+
+    def _hspg_values(self) -> dict[str, Any]:
+        """The oto_* fields that HSPG takes, under HSPG's argument names (checked by the shared function)."""
+        return {
+            key: self.oto_n_p_value if key == "n_p" else getattr(self, name)
+            for key, name in HSPG_ARGUMENT_NAMES.items()
+        }
+
+    def _trainer_problems(self) -> list[str]:
+        """Checks of the fields HSPG does not take: pruned structures, frozen layers, saving and reporting."""
         problems = []
-        if not self.oto_lambda >= 0:
-            problems.append(f"oto_lambda={self.oto_lambda} must be ≥ 0")
-        if not 0 <= self.oto_epsilon < 1:
-            problems.append(f"oto_epsilon={self.oto_epsilon} must be in [0, 1)")
-        if not (0 < self.oto_n_p < 1 or (self.oto_n_p >= 0 and float(self.oto_n_p).is_integer())):
-            problems.append(f"oto_n_p={self.oto_n_p} must be a fraction in (0, 1) or a whole number of steps ≥ 0")
-        if self.oto_target_group_sparsity is not None and not 0 <= self.oto_target_group_sparsity < 1:
-            problems.append(f"oto_target_group_sparsity={self.oto_target_group_sparsity} must be in [0, 1)")
-        if not 0 < self.oto_projection_deadline <= 0.8:
-            problems.append(f"oto_projection_deadline={self.oto_projection_deadline} must be in (0, 0.8]")
-        if self.oto_saliency not in SALIENCIES:
-            problems.append(f"oto_saliency={self.oto_saliency!r} must be one of {list(SALIENCIES)}")
-        if self.oto_variant not in ("adamw", "sgd"):
-            problems.append(f"oto_variant={self.oto_variant!r} must be 'adamw' or 'sgd'")
-        if not 0 <= self.oto_momentum < 1:
-            problems.append(f"oto_momentum={self.oto_momentum} must be in [0, 1)")
         if self.oto_prune not in PRUNE_CHOICES:
             problems.append(f"oto_prune={self.oto_prune!r} must be one of {sorted(PRUNE_CHOICES)}")
-        if any(not isinstance(i, int) or i < 0 for i in self.oto_unprunable_layers):
-            problems.append(f"oto_unprunable_layers={self.oto_unprunable_layers} must be layer indices ≥ 0")
-        if self.oto_verify_tolerance is not None and not self.oto_verify_tolerance > 0:
-            problems.append(f"oto_verify_tolerance={self.oto_verify_tolerance} must be > 0")
-        if self.oto_flops_seq_len < 1:
-            problems.append(f"oto_flops_seq_len={self.oto_flops_seq_len} must be ≥ 1")
+        layers = self.oto_unprunable_layers
+        if not isinstance(layers, (list, tuple)) or any(not is_number(i) or int(i) != i or i < 0 for i in layers):
+            problems.append(f"oto_unprunable_layers={layers!r} must be a list of layer indices ≥ 0 (use [] for none)")
+        tolerance = self.oto_verify_tolerance
+        if tolerance is not None and not (is_number(tolerance) and 0 < tolerance < math.inf):
+            problems.append(
+                f"oto_verify_tolerance={tolerance!r} must be None (automatic) or a finite number > 0; the slim "
+                "model is always checked against the trained one"
+            )
+        if not (isinstance(self.oto_flops_seq_len, int) and self.oto_flops_seq_len >= 1):
+            problems.append(f"oto_flops_seq_len={self.oto_flops_seq_len!r} must be an int ≥ 1")
         if self.push_to_hub and self.hub_strategy in (HubStrategy.CHECKPOINT, HubStrategy.ALL_CHECKPOINTS):
             problems.append(
                 f"hub_strategy={self.hub_strategy.value!r} would push dense checkpoints; OTOTrainer pushes only slim "
                 "models. Use hub_strategy='every_save' (a slim snapshot at each save) or 'end'"
             )
-        if problems:
-            raise ValueError("Invalid OTO arguments: " + "; ".join(problems) + ".")
+        return problems
 
     @property
     def oto_n_p_value(self) -> int | float:
-        """`oto_n_p` as HSPG takes it: an int number of steps, or a float fraction."""
-        return self.oto_n_p if 0 < self.oto_n_p < 1 else int(self.oto_n_p)
+        """`oto_n_p` as HSPG takes it: a float fraction in (0, 1), or an int number of whole steps."""
+        return n_p_from_number(self.oto_n_p)
 
     def oto_settings(self) -> dict[str, Any]:
         """The OTO settings, as recorded in the slim config and the model card."""

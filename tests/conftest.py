@@ -65,6 +65,15 @@ def tiny_model(model_type: str, model_class=None, attn_implementation: str = "ea
 
 
 @pytest.fixture
+def one_thread():
+    """The CI machine is shared: one intra-op thread keeps small tests fast and deterministic."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def tiny_tokenizer(tmp_path):
     """A BERT WordPiece tokenizer over a small vocabulary, written to a temp folder (offline)."""
     words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]

@@ -10,17 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from hf_oto import HSPG, GroupBlock, GroupSet, ParamSlice
-from hf_oto.hspg import NonFiniteGradientError
+from hf_oto import HSPG, GroupBlock, GroupSet, NonFiniteGradientError, ParamSlice
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The CI machine is shared: one intra-op thread keeps these small tests fast and deterministic."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -337,21 +329,21 @@ def test_target_sparsity_tiny_bert_then_slim():
 
 
 @pytest.mark.parametrize("family,variant", [("bert", "adamw"), ("bert", "sgd"), ("llama", "adamw")])
-def test_stacked_layers_match_per_layer_steps(family, variant, monkeypatch):
-    """HSPG steps same-shaped blocks of all layers together (stacked, one kernel per slice position). The CPU
-    workspace path, the accelerator path (torch.stack, no workspace) and one-layer units (views) must agree,
+def test_stacked_layers_match_per_layer_steps(family, variant):
+    """HSPG steps same-shaped blocks of all layers together (stacked, one kernel per slice position). The
+    workspace layout (CPU default), the stacked layout (accelerator default: torch.stack, no workspace) and
+    one-layer units (views) must agree,
     also on steps where some layers' parameters have no gradient. LLaMA: GQA groups, gated MLP, no biases."""
     from conftest import tiny_model
     from transformers import BertForSequenceClassification, LlamaForCausalLM
 
-    import hf_oto.hspg as hspg_module
     from hf_oto import build_groups
 
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(4, 64, (128, 12), generator=gen)
     labels = (ids < 20).any(dim=1).long() if family == "bert" else ids
 
-    def run(layout: str):
+    def run(layout: str, unit_numel: int | None = None):
         model = tiny_model(family, BertForSequenceClassification if family == "bert" else LlamaForCausalLM)
         layer = model.bert.encoder.layer[1] if family == "bert" else model.model.layers[1]
         no_grad_step = (  # these get no gradient every fifth step
@@ -359,24 +351,21 @@ def test_stacked_layers_match_per_layer_steps(family, variant, monkeypatch):
             if family == "bert"
             else [layer.self_attn.q_proj.weight, layer.mlp.up_proj.weight]
         )
-        with monkeypatch.context() as patch:
-            if layout == "accelerator":
-                patch.setattr(hspg_module, "_workspace_for", lambda device, largest: None)
-            if layout == "one_layer_units":
-                patch.setattr(hspg_module, "CPU_CHUNK_NUMEL", 1)
-            optimizer = HSPG(
-                decay_groups(model),
-                build_groups(model),
-                lr=3e-3,
-                weight_decay=0.01,
-                variant=variant,
-                momentum=0.9,
-                n_p=0.25,
-                target_group_sparsity=0.5,
-                total_steps=24,
-                saliency="taylor",
-            )
-        units = [unit.layers for unit in optimizer._units]
+        optimizer = HSPG(
+            decay_groups(model),
+            build_groups(model),
+            lr=3e-3,
+            weight_decay=0.01,
+            variant=variant,
+            momentum=0.9,
+            n_p=0.25,
+            target_group_sparsity=0.5,
+            total_steps=24,
+            saliency="taylor",
+            layout=layout,
+            unit_numel=unit_numel,
+        )
+        units = optimizer.layout.unit_layers
         for step in range(24):
             start = (step * 16) % 128
             model.zero_grad()
@@ -389,8 +378,8 @@ def test_stacked_layers_match_per_layer_steps(family, variant, monkeypatch):
 
     reference, reference_opt, units = run("workspace")
     assert units == [3, 3]  # attention and FFN blocks of the 3 layers, each stacked
-    for layout, expected_units in (("accelerator", [3, 3]), ("one_layer_units", [1] * 6)):
-        model, optimizer, units = run(layout)
+    for layout, unit_numel, expected_units in (("stacked", None, [3, 3]), ("workspace", 1, [1] * 6)):
+        model, optimizer, units = run(layout, unit_numel)
         assert units == expected_units
         assert torch.equal(optimizer.zero_mask(), reference_opt.zero_mask())
         for a, b in zip(reference.parameters(), model.parameters(), strict=True):

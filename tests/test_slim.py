@@ -67,7 +67,7 @@ def test_slim_logits_equal_dense(family, pattern, attn):
     # slim_model's own check compared every layer's hidden states, not only the final outputs
     checked = slim._oto_reference["outputs"].hidden_states
     assert checked is not None and len(checked) == dense.config.num_hidden_layers + 1
-    zero = groups.zero_mask()
+    zero = groups.zero_norm_mask()
     # every zero group is physically gone, every non-zero group is kept
     assert sum(report.slim.kv_heads) + sum(report.slim.ffn) == int((~zero).sum())
     if pattern == "none":
@@ -106,7 +106,7 @@ def test_check_is_relative_to_output_scale(family):
     wrong = copy.deepcopy(dense)
     wrong_groups = hf_oto.build_groups(wrong)
     start, end = block_range(wrong_groups, 1, FFN)
-    victim = next(i for i in range(start, end) if wrong_groups.zero_mask()[i])
+    victim = next(i for i in range(start, end) if wrong_groups.zero_norm_mask()[i])
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for _, entries in wrong_groups[victim].slices:

@@ -173,6 +173,9 @@ def test_parse_from_cli_json_and_yaml(tmp_path):
     [
         ("oto_lambda", -0.1),
         ("oto_lambda", math.nan),
+        ("oto_lambda", math.inf),
+        ("oto_epsilon", "0.5"),
+        ("oto_n_p", "10"),
         ("oto_epsilon", 1.0),
         ("oto_epsilon", -0.01),
         ("oto_n_p", 1.5),
@@ -185,6 +188,8 @@ def test_parse_from_cli_json_and_yaml(tmp_path):
         ("oto_saliency", "norm"),
         ("oto_prune", "layers"),
         ("oto_unprunable_layers", [1, -1]),
+        ("oto_unprunable_layers", None),
+        ("oto_verify_tolerance", math.inf),
         ("oto_verify_tolerance", 0.0),
         ("oto_verify_tolerance", -1e-5),
         ("oto_momentum", 1.0),
@@ -232,7 +237,7 @@ def test_create_optimizer_builds_hspg_with_trainer_settings(tmp_path):
     assert isinstance(hspg, HSPG) and trainer.optimizer.optimizer is hspg
     assert trainer.state.max_steps == 8 and hspg.total_steps == 8 and hspg.current_step == 8
     assert hspg.target_zero_groups == NUM_GROUPS // 4 and hspg.switch_step == 2  # n_p = 0.25 of 8
-    assert hspg.saliency == "magnitude" and hspg.deadline_step == 3  # ⌊0.5·8⌋ − 1
+    assert hspg.saliency.name == "magnitude" and hspg.deadline_step == 3  # ⌊0.5·8⌋ − 1
     assert int(hspg.zero_mask().sum()) == NUM_GROUPS // 4
 
     # decay split: biases and LayerNorm weights in a weight_decay=0 group, everything else in the other
@@ -393,7 +398,7 @@ def test_logs_eval_callbacks_and_tensorboard_with_exact_target(tmp_path, capsys)
     # the model itself: exactly `target` all-zero groups, the ones HSPG reports
     model = trainer.model
     groups = hf_oto.build_groups(model)
-    zero = groups.zero_mask()
+    zero = groups.zero_norm_mask()
     assert int(zero.sum()) == target and torch.equal(zero, trainer.hspg.zero_mask().cpu())
     attention = torch.cat([torch.full((b.num_groups,), b.structure == ATTENTION) for b in groups.blocks])
     assert int((zero & attention).sum()) == final["oto/zero_heads"]
@@ -460,7 +465,7 @@ def test_checkpoints_are_dense_and_resume_exactly(tmp_path):
     # the last checkpoint holds the final, dense, group-sparse weights
     last = transformers.BertForSequenceClassification.from_pretrained(tmp_path / "full" / "checkpoint-10")
     assert max_state_diff(last, full.model) == 0.0
-    assert int(hf_oto.build_groups(last).zero_mask().sum()) == math.floor(0.4 * NUM_GROUPS)
+    assert int(hf_oto.build_groups(last).zero_norm_mask().sum()) == math.floor(0.4 * NUM_GROUPS)
 
     resumed = OTOTrainer(
         model=make_model(seed=1), args=make_args(tmp_path / "resumed", **settings), train_dataset=make_dataset()
@@ -470,7 +475,9 @@ def test_checkpoints_are_dense_and_resume_exactly(tmp_path):
     assert resumed.state.global_step == 10 and resumed.hspg.current_step == 10
     assert torch.equal(resumed.hspg.zero_mask(), full.hspg.zero_mask())
     assert int(full.hspg.zero_mask().sum()) == math.floor(0.4 * NUM_GROUPS)
-    assert torch.equal(hf_oto.build_groups(resumed.model).zero_mask(), hf_oto.build_groups(full.model).zero_mask())
+    assert torch.equal(
+        hf_oto.build_groups(resumed.model).zero_norm_mask(), hf_oto.build_groups(full.model).zero_norm_mask()
+    )
     assert max_state_diff(resumed.model, full.model) <= 1e-6
 
 

@@ -199,14 +199,14 @@ def test_zero_invariance_failure_refuses_to_save(trained, tmp_path, monkeypatch,
     """If the slim model's outputs differ from the dense model's, save_model raises ZeroInvarianceError and writes
     nothing: the check inside slim_model, and the one save_pretrained repeats just before writing."""
     if fault == "nonzero_group_counted_as_zero":
-        real_zero_mask = GroupSet.zero_mask
+        real_zero_mask = GroupSet.zero_norm_mask
 
         def zero_mask(self):
             mask = real_zero_mask(self)
             mask[_first_nonzero_group(self)] = True  # a group with weights, claimed to be zero
             return mask
 
-        monkeypatch.setattr(GroupSet, "zero_mask", zero_mask)
+        monkeypatch.setattr(GroupSet, "zero_norm_mask", zero_mask)
         match = "slimming changed the outputs"
     else:
         real_slim_model = hf_oto.trainer.slim_model
