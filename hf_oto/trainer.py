@@ -179,7 +179,7 @@ def loss_uses_num_items_in_batch(model: torch.nn.Module) -> bool:
     """Whether the model's loss really consumes the Trainer's `num_items_in_batch`.
 
     Models whose `forward` takes ``**kwargs`` but computes its own mean loss (BERT classifiers, QA heads)
-    ignore it; the Trainer would still multiply their loss by the process count (DESIGN.md §2), which
+    ignore it; the Trainer would still multiply their loss by the process count (docs/design.md §6), which
     changes HSPG's balance between the gradient and λ. Those models are trained with a plain mean loss.
     """
     try:

@@ -9,7 +9,7 @@ mask, logged losses and saved files. The checks:
 - both ranks end with identical zero masks and weights;
 - 2 processes × per-device batch 4 give the result of 1 process × batch 8, within fp tolerance, for the AdamW
   and the SGD variants. For SGD the check can fail: with the Trainer's own ``model_accepts_loss_kwargs`` the
-  loss (and every gradient) is 2× under 2 processes (DESIGN.md §2), and that run is shown to differ;
+  loss (and every gradient) is 2× under 2 processes (docs/design.md §6), and that run is shown to differ;
 - only rank 0 writes the slim model (each rank gets its own output folder, so a write by rank 1 would show),
   and what it wrote is the trained model;
 - a CPU launch without ``use_cpu=True`` (no process group: each process would train alone) is refused.

@@ -282,7 +282,7 @@ def test_hspg_without_penalty_equals_stock_trainer(tmp_path, variant):
         **common,
     )
     stock = Trainer(model=make_model(), args=stock_args, train_dataset=make_dataset())
-    # OTOTrainer trains BERT on a plain mean loss (hf_oto.trainer.loss_uses_num_items_in_batch, DESIGN.md §2);
+    # OTOTrainer trains BERT on a plain mean loss (hf_oto.trainer.loss_uses_num_items_in_batch, docs/design.md §6);
     # give the stock Trainer the same loss so that both see identical gradients.
     stock.model_accepts_loss_kwargs = False
     stock.train()
