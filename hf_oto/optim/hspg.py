@@ -23,10 +23,11 @@ from torch import Tensor
 from .. import groups as group_module  # a module import: hf_oto.groups itself imports this package
 from . import schedule
 from .hyperparameters import DEFAULT_PROJECTION_DEADLINE, DEFAULT_SALIENCY, check_hyperparameters
-from .kernels import StepPlan, adamw_update, build_plan, prox_threshold, sgd_update, unit_norms_squared
+from .kernels import StepPlan, adamw_update, build_plan, is_sharded, prox_threshold, sgd_update, unit_norms_squared
 from .layout import Block, GroupLayout
 from .report import sparsity_report
 from .saliency import Saliency, make_saliency
+from .sharded import ShardedGroupLayout
 
 if TYPE_CHECKING:
     from ..groups import GroupSet
@@ -186,11 +187,11 @@ class HSPG(torch.optim.Optimizer):
         self._skipped = 0
 
         blocks, self._names = index_blocks(self.groups, self.param_groups)
-        self._grouped = {id(piece.param) for block in blocks for piece in block.slices}
         first = next(iter(self.groups.params()), None)
         self._device = first.device if first is not None else torch.device("cpu")
         largest = max((p.numel() for p in self.groups.params()), default=0)
-        self.layout = GroupLayout(blocks, self._device, layout, unit_numel, largest_param=largest)
+        self.layout = make_layout(blocks, self._device, layout, unit_numel, largest)
+        self._grouped = self.layout.grouped_ids
         n = len(self.groups)
         self._prunable = self.groups.prunable_mask().to(self._device) if n else torch.zeros(0, dtype=torch.bool)
         self._num_prunable = int(self._prunable.sum())
@@ -297,7 +298,7 @@ class HSPG(torch.optim.Optimizer):
 
     def state_bytes(self) -> int:
         """Bytes HSPG keeps between steps: per-parameter state, per-group state and the CPU workspace."""
-        tensors = [t for state in self.state.values() for t in state.values() if torch.is_tensor(t)]
+        tensors = [self.layout.local(t) for state in self.state.values() for t in state.values() if torch.is_tensor(t)]
         tensors += [self._zero, self._last_candidates, self._prunable, self._group_sizes]
         tensors += [t for t in self.saliency.state_dict().values() if torch.is_tensor(t)]
         return self.layout.nbytes() + sum(t.numel() * t.element_size() for t in tensors)
@@ -405,11 +406,19 @@ class HSPG(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         self._check_schedule()
-        work = collect_gradients(self.param_groups, self.state, self._names)
-        if not gradients_finite(work, self._names, self._t, raise_error=not self.skip_nonfinite_steps):
-            self.skip_step()
-            return loss
-        init_state(self.param_groups, work, self.variant)
+        raw = collect_gradients(self.param_groups, self.state, self._names)
+        bad = nonfinite_gradients([(p, self.layout.local(g)) for items in raw for p, g, _ in items], self._names)
+        if not self.layout.all_ranks_agree(not bad):
+            if self.skip_nonfinite_steps:
+                self.skip_step()
+                return loss
+            raise NonFiniteGradientError(
+                f"non-finite gradient (NaN or Inf) in {bad[0] if bad else 'a parameter shard of another rank'}"
+                + (f" and {len(bad) - 1} other parameter(s)" if len(bad) > 1 else "")
+                + f" at step {self._t}. Lower the learning rate, check the data, or pass skip_nonfinite_steps=True."
+            )
+        init_state(self.param_groups, raw, self.variant, eager_momentum=self.layout.kind == "sharded")
+        work = self.layout.localize(raw)
 
         t = self._t
         stage2 = t >= self.switch_step
@@ -466,7 +475,8 @@ class HSPG(torch.optim.Optimizer):
         active = self._prunable & ~self._zero
         trial = torch.zeros_like(plan.norms_squared)  # x̃ᵀx per group
         for unit in self.layout.units:
-            trial[unit.index] = (plan.carry[unit.position] + plan.dot[unit.position]).flatten()
+            dot = self.layout.reduce_(plan.dot[unit.position])
+            trial[unit.index] = (plan.carry[unit.position] + dot).flatten()
         crossed = (trial < self.epsilon * plan.norms_squared) | (plan.norms_squared == 0)
         if plan.candidates is None:
             decision = active & crossed
@@ -481,7 +491,7 @@ class HSPG(torch.optim.Optimizer):
         for block in self.layout.blocks:
             indices = new_cpu[block.start : block.end].nonzero().flatten()
             if indices.numel():
-                block.fill_zero_(indices.to(self._device), self.state)
+                self.layout.fill_zero_(block, indices.to(self._device), self.state)
         self._sync_zero_cpu()
 
 
@@ -549,8 +559,10 @@ def collect_gradients(param_groups: list[dict], state: dict, names: dict[int, st
     return work
 
 
-def init_state(param_groups: list[dict], work: Work, variant: str) -> None:
-    """Create the per-parameter state on a parameter's first real step (torch's layout)."""
+def init_state(param_groups: list[dict], work: Work, variant: str, eager_momentum: bool = False) -> None:
+    """Create the per-parameter state on a parameter's first real step (torch's layout). With
+    `eager_momentum` (sharded parameters) the SGD buffer starts as zeros shaped like the parameter, not None:
+    ``0·μ + d`` equals torch's first-step copy of ``d``, and the buffer is a DTensor like the parameter."""
     for group, items in zip(param_groups, work, strict=True):
         for p, _, state in items:
             if state:
@@ -560,32 +572,25 @@ def init_state(param_groups: list[dict], work: Work, variant: str) -> None:
                 state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             elif group["momentum"]:
-                state["momentum_buffer"] = None
+                state["momentum_buffer"] = torch.zeros_like(p) if eager_momentum else None
 
 
-def gradients_finite(work: Work, names: dict[int, str], step: int, raise_error: bool) -> bool:
-    """One reduction over every gradient; on NaN/Inf raise `NonFiniteGradientError` naming the parameter, or
-    return False (the step is skipped) when not `raise_error`."""
-    grads = [g for items in work for _, g, _ in items]
+def nonfinite_gradients(pairs: list[tuple[Tensor, Tensor]], names: dict[int, str]) -> list[str]:
+    """Names of the parameters whose gradient holds NaN or Inf, from (param, grad) pairs: one reduction over
+    every gradient, then a per-tensor check only when something is off."""
+    grads = [g for _, g in pairs]
     if not grads:
-        return True
+        return []
     # An L2 norm is much faster than a max-abs; NaN/Inf make it non-finite. A finite gradient whose norm
     # overflows is confirmed entry by entry (rare), so it is never mistaken for a non-finite one.
     finite = torch.isfinite(torch.stack([n.float() for n in torch._foreach_norm(grads)]))
     if bool(finite.all()):
-        return True
-    finite = torch.tensor([bool(ok) or bool(torch.isfinite(g).all()) for ok, g in zip(finite.tolist(), grads)])
-    if bool(finite.all()):
-        return True
-    if not raise_error:
-        return False
-    params = [p for items in work for p, _, _ in items]
-    bad = [names.get(id(params[i]), "parameter") for i in (~finite).nonzero().flatten().tolist()]
-    raise NonFiniteGradientError(
-        f"non-finite gradient (NaN or Inf) in {bad[0]}"
-        + (f" and {len(bad) - 1} other parameter(s)" if len(bad) > 1 else "")
-        + f" at step {step}. Lower the learning rate, check the data, or pass skip_nonfinite_steps=True."
-    )
+        return []
+    return [
+        names.get(id(p), "parameter")
+        for ok, (p, g) in zip(finite.tolist(), pairs, strict=True)
+        if not ok and not bool(torch.isfinite(g).all())
+    ]
 
 
 def agree_across_ranks(decision: Tensor, process_group: Any = None) -> Tensor:
@@ -621,3 +626,17 @@ def check_resumable(saved: dict[str, Any], settings: dict[str, Any]) -> None:
                 f"this state was saved with {field}={saved.get(field)!r} but the optimizer has {field}={value!r}; "
                 f"resume with the settings of the saved run (or start a new run to change {field})."
             )
+
+
+def make_layout(
+    blocks: list[Block], device: torch.device, layout: str, unit_numel: int | None, largest_param: int
+) -> GroupLayout:
+    """The layout for these blocks: ``"sharded"`` for FSDP2 DTensor parameters, else as `layout` says."""
+    sharded = any(is_sharded(piece.param) for block in blocks for piece in block.slices)
+    if sharded and layout not in ("auto", "sharded"):
+        raise ValueError(f"layout={layout!r} cannot hold FSDP2-sharded (DTensor) parameters; use layout='auto'.")
+    if sharded:
+        return ShardedGroupLayout(blocks, device)
+    if layout == "sharded":
+        raise ValueError("layout='sharded' is for FSDP2-sharded (DTensor) parameters; these are plain tensors.")
+    return GroupLayout(blocks, device, layout, unit_numel, largest_param=largest_param)

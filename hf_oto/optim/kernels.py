@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
+from torch.distributed.tensor import DTensor, Shard
 
 if TYPE_CHECKING:
     from .layout import GroupLayout, Unit
@@ -53,9 +54,60 @@ def stacked_group_sum(values: Tensor, dim: int, num_groups: int) -> Tensor:
 
 
 def group_sq_norms(tensor: Tensor, dim: int, num_groups: int) -> Tensor:
-    """Squared L2 norm of each of the `num_groups` groups of `tensor` along `dim`, float32 ``(G,)``."""
+    """Squared L2 norm of each of the `num_groups` groups of `tensor` along `dim`, float32 ``(G,)``.
+
+    A DTensor sharded on dim 0 (FSDP2) is summed from its local shard and all-reduced: every rank must call.
+    """
+    if is_sharded(tensor):
+        local, offset = local_shard(tensor)
+        values = local.detach().float()
+        partial = sharded_group_sum((values * values).unsqueeze(0), dim, num_groups, tensor.shape[0], offset)[0]
+        torch.distributed.all_reduce(partial, group=tensor.device_mesh.get_group())
+        return partial
     values = tensor.detach().float()
     return stacked_group_sum((values * values).unsqueeze(0), dim, num_groups)[0]
+
+
+def is_sharded(tensor: Tensor) -> bool:
+    """Whether `tensor` is a DTensor (FSDP2 parameters are DTensors sharded on dim 0)."""
+    return isinstance(tensor, DTensor)
+
+
+def local_shard(tensor: Tensor) -> tuple[Tensor, int]:
+    """This rank's shard of a DTensor sharded on dim 0 (an alias: in-place changes reach the DTensor) and the
+    global index of its first row. Raises `NotImplementedError` for any other placement."""
+    placements = tuple(tensor.placements)
+    if len(placements) != 1 or not isinstance(placements[0], Shard) or placements[0].dim != 0:
+        raise NotImplementedError(
+            f"HSPG supports parameters sharded on dim 0 over one mesh dimension (FSDP2 fully_shard); got placements "
+            f"{placements}. Use fully_shard on a 1-D mesh, or DDP."
+        )
+    local = tensor.to_local()
+    mesh = tensor.device_mesh
+    rows_per_rank = -(-tensor.shape[0] // mesh.size())  # torch.chunk semantics: ceil, the last shard smaller
+    offset = min(mesh.get_local_rank() * rows_per_rank, tensor.shape[0])
+    if local.shape[0] != max(min(rows_per_rank, tensor.shape[0] - offset), 0):
+        raise NotImplementedError(
+            f"unexpected shard of a {tuple(tensor.shape)} parameter: {tuple(local.shape)} rows at offset {offset}."
+        )
+    return local, offset
+
+
+def row_groups(offset: int, rows: int, global_rows: int, num_groups: int, device: torch.device) -> Tensor:
+    """The group of each local row of a dim-0 shard (rows ``offset … offset+rows−1`` of `global_rows`)."""
+    return torch.div(
+        torch.arange(offset, offset + rows, device=device), global_rows // num_groups, rounding_mode="floor"
+    )
+
+
+def sharded_group_sum(values: Tensor, dim: int, num_groups: int, global_rows: int, offset: int) -> Tensor:
+    """Like `stacked_group_sum`, for stacked local dim-0 shards: this rank's partial per-group sums ``(L, G)``."""
+    if dim:  # every group is present along `dim`: the local rows are a partial sum
+        return stacked_group_sum(values, dim, num_groups)
+    rows = values.shape[1]
+    per_row = values.sum(dim=tuple(range(2, values.dim())), dtype=torch.float32) if values.dim() > 2 else values.float()
+    out = torch.zeros(values.shape[0], num_groups, dtype=torch.float32, device=values.device)
+    return out.index_add_(1, row_groups(offset, rows, global_rows, num_groups, values.device), per_row)
 
 
 def scale_groups_(tensor: Tensor, dim: int, num_groups: int, factors: Tensor) -> None:
@@ -176,7 +228,7 @@ def build_plan(
 def prox_threshold(layout: GroupLayout, param_groups: list[dict], lam: float) -> None:
     """Stage-1 proximal step: group soft-threshold ``max(0, 1 − lr·λ/‖y_g‖)`` of the post-step point."""
     for unit in layout.units:
-        nsq = sum(layout.sq_norms(unit, j, params) for j, params in enumerate(unit.params))
+        nsq = layout.reduce_(sum(layout.sq_norms(unit, j, params) for j, params in enumerate(unit.params)))
         inv_norm = torch.where(nsq > 0, nsq.rsqrt(), torch.zeros_like(nsq))
         for pg_index, positions in unit.by_param_group.items():
             lr = param_groups[pg_index]["lr"]
@@ -267,7 +319,7 @@ def projecting_update(
     """``x ← multiplier·x + alpha·w`` for one slice position, accumulating ``alpha·wᵀx`` per group first."""
     stacked = layout.stack(params, 2)
     stacked_steps = layout.stack(steps, 3)
-    dots = stacked_group_sum(layout.product(stacked_steps, stacked), unit.dims[j], unit.num_groups)
+    dots = layout.group_dots(unit, j, stacked_steps, stacked)
     add_rows(plan.dot[unit.position], present, dots if alpha == 1.0 else dots * alpha)
     multiplier = plan.multipliers[unit.position, pg_index]
     layout.scale(unit, j, present, params, multiplier, stacked=stacked, addend=stacked_steps, alpha=alpha)

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from .kernels import add_rows, group_broadcast_shape, grouped, stacked_group_sum
 
-LAYOUTS = ("auto", "stacked", "workspace")
+LAYOUTS = ("auto", "stacked", "workspace", "sharded")
 WORKSPACE_CHUNK_NUMEL = 1 << 22
 """Workspace layout: temporaries live in a reused buffer of this many entries (or the largest grouped param)."""
 if TYPE_CHECKING:  # hf_oto.groups imports this package's kernels: no runtime import back
@@ -161,6 +161,8 @@ def resolve_layout(layout: str, device: torch.device) -> str:
     """``"auto"`` → ``"workspace"`` on CPU, ``"stacked"`` elsewhere; the other names unchanged."""
     if layout not in LAYOUTS:
         raise ValueError(f"layout={layout!r} is unknown; choose one of {LAYOUTS}.")
+    if layout == "sharded":
+        raise ValueError("layout='sharded' is for FSDP2-sharded (DTensor) parameters; these are plain tensors.")
     if layout == "auto":
         return "workspace" if device.type == "cpu" else "stacked"
     return layout
@@ -197,6 +199,11 @@ class GroupLayout:
             self.chunk_numel = math.inf
         budget = min(self.chunk_numel, unit_numel or STACKED_UNIT_NUMEL)
         self.units = make_units(blocks, budget, device)
+
+    @property
+    def grouped_ids(self) -> set[int]:
+        """``id`` of every tensor the units step as grouped (the kernels give the others the plain step)."""
+        return {id(p) for unit in self.units for params in unit.params for p in params}
 
     @property
     def unit_layers(self) -> list[int]:
@@ -240,6 +247,30 @@ class GroupLayout:
             torch.sqrt(tensor, out=target)
         return out
 
+    def group_dots(self, unit: Unit, j: int, a: Tensor, b: Tensor) -> Tensor:
+        """Per-group ``aᵀb`` of two stacked tensors of position `j`: float32 ``(L, G)`` (partial when sharded)."""
+        return stacked_group_sum(self.product(a, b), unit.dims[j], unit.num_groups)
+
+    def reduce_(self, partial: Tensor) -> Tensor:
+        """Complete per-group sums computed on local shards (in place); a no-op for unsharded parameters."""
+        return partial
+
+    def all_ranks_agree(self, flag: bool) -> bool:
+        """Whether `flag` holds on every rank that shares the parameters (itself when unsharded)."""
+        return flag
+
+    def local(self, tensor: Tensor) -> Tensor:
+        """The part of `tensor` this process holds (itself when unsharded)."""
+        return tensor
+
+    def localize(self, work: list[list[tuple]]) -> list[list[tuple]]:
+        """(param, grad, state) items as the kernels work on them: unchanged for unsharded parameters."""
+        return work
+
+    def fill_zero_(self, block: Block, indices: Tensor, state: dict) -> None:
+        """Set groups `indices` of `block` to exactly zero in the parameters and their optimizer moments."""
+        block.fill_zero_(indices, state)
+
     def sq_norms(self, unit: Unit, j: int, tensors: list[Tensor]) -> Tensor:
         """Squared L2 norm of each group's entries of `tensors` (position `j`), float32, shape (L, G)."""
         stacked = self.stack(tensors, 2)
@@ -251,15 +282,19 @@ class GroupLayout:
 
     def unit_sq_norms(self, unit: Unit) -> tuple[Tensor, Tensor]:
         """Per slice position and in total, the squared group norms of a unit: ``(P, L, G)`` and ``(L, G)``."""
-        sq = torch.stack([self.sq_norms(unit, j, params) for j, params in enumerate(unit.params)])
+        sq = self.reduce_(torch.stack([self.sq_norms(unit, j, params) for j, params in enumerate(unit.params)]))
         return sq, sq.sum(0)
 
     def add_dots(
         self, unit: Unit, j: int, present: list[int], a: list[Tensor], b: list[Tensor], scale: float, out: Tensor
     ) -> None:
         """``out[l, g] += scale · a_lᵀb_l`` over group g's entries, for the present layers l (position `j`)."""
-        dots = stacked_group_sum(self.product(self.stack(a, 3), self.stack(b, 2)), unit.dims[j], unit.num_groups)
+        dots = self.group_dots(unit, j, self.stack(a, 3), self.stack(b, 2))
         add_rows(out, present, dots if scale == 1.0 else dots * scale)
+
+    def grad(self, param: Tensor) -> Tensor | None:
+        """The gradient of a unit parameter, as the tensors of this layout hold it."""
+        return param.grad
 
     def scale(
         self,
@@ -299,9 +334,9 @@ class GroupLayout:
             if unit.keep is None:
                 continue
             for j, params in enumerate(unit.params):
-                present = [index for index, p in enumerate(params) if p.grad is not None]
+                present = [index for index, p in enumerate(params) if self.grad(p) is not None]
                 if present:
-                    self.scale(unit, j, present, [params[index].grad for index in present], unit.keep)
+                    self.scale(unit, j, present, [self.grad(params[index]) for index in present], unit.keep)
 
     def gradient_dots(self, num_groups: int) -> Tensor:
         """Per group, ``x_gᵀ∇_g f`` from the current gradients: flat float32 ``(num_groups,)``, 0 outside units."""
@@ -309,12 +344,12 @@ class GroupLayout:
         for unit in self.units:
             dots = torch.zeros(unit.layers, unit.num_groups, device=self.device)
             for j, params in enumerate(unit.params):
-                present = [index for index, p in enumerate(params) if p.grad is not None]
+                present = [index for index, p in enumerate(params) if self.grad(p) is not None]
                 if present:
                     tensors = [params[index] for index in present]
-                    self.add_dots(unit, j, present, tensors, [p.grad for p in tensors], 1.0, dots)
+                    self.add_dots(unit, j, present, tensors, [self.grad(p) for p in tensors], 1.0, dots)
             out[unit.index] = dots.flatten()
-        return out
+        return self.reduce_(out)
 
     def nbytes(self) -> int:
         """Bytes of the workspace (0 in the stacked layout)."""

@@ -1,0 +1,35 @@
+"""HSPG on FSDP2-sharded parameters (2 gloo ranks under torchrun) equals one unsharded process."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from fsdp_hspg_script import STEPS, reference_run
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@pytest.mark.parametrize("family", ["bert", "llama"])
+def test_sharded_hspg_equals_one_unsharded_process(family, tmp_path, one_thread):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.path.dirname(HERE)}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    command += [os.path.join(HERE, "fsdp_hspg_script.py"), family, str(tmp_path)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    sharded = torch.load(tmp_path / f"{family}.pt", weights_only=True)
+    weights, mask = reference_run(family)
+
+    assert int(mask.sum()) == sharded["target"] == math.floor(0.5 * len(mask))
+    assert torch.equal(sharded["zero_mask"], mask)  # the same groups, exactly ⌊0.5·N⌋ of them
+    assert torch.equal(sharded["uninterrupted_mask"], mask)
+    assert sharded["report_zero_groups"] == sharded["report_exactly_zero"] == sharded["target"]
+    for name, expected in weights.items():
+        torch.testing.assert_close(sharded["weights"][name], expected, rtol=0, atol=1e-5, msg=name)
+        # resuming from the per-rank sharded state changes nothing
+        assert torch.equal(sharded["weights"][name], sharded["uninterrupted"][name]), name
+    assert STEPS == 40
