@@ -123,7 +123,7 @@ def main() -> None:
     print(f"{'torch.optim.AdamW(foreach=True)':<34}{median['adamw'] * 1e3:>11.1f} ms{1.0:>8.2f}")
     print(f"{'HSPG adamw, stage 1':<34}{median['stage1'] * 1e3:>11.1f} ms{median['stage1'] / median['adamw']:>8.2f}")
     print(
-        f"{f'HSPG adamw, stage 2 ({stage2.saliency})':<34}{median['stage2'] * 1e3:>11.1f} ms"
+        f"{f'HSPG adamw, stage 2 ({stage2.saliency.name})':<34}{median['stage2'] * 1e3:>11.1f} ms"
         f"{median['stage2'] / median['adamw']:>8.2f}"
     )
     print(f"  stage 2 state: {report['zero_groups']} zero groups, {report['candidates']} candidates shrinking")
