@@ -129,6 +129,7 @@ class OTOTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self) -> None:
+        _refuse_sharded_training(self)
         super().__post_init__()
         problems = hyperparameter_problems(self._hspg_values(), names=HSPG_ARGUMENT_NAMES)
         problems += self._trainer_problems()
@@ -226,11 +227,8 @@ class OTOTrainer(Trainer):
             args = OTOTrainingArguments(output_dir="tmp_trainer")
         _check_process_group(args)
         super().__init__(model, args, *a, **kw)
-        if self.is_fsdp_enabled:
-            raise NotImplementedError(
-                "OTOTrainer does not support FSDP yet: HSPG needs whole-group norms, which FSDP shards across ranks. "
-                "Train with DDP (torchrun / accelerate launch --multi_gpu) instead."
-            )
+        if self.is_fsdp_enabled or self.is_deepspeed_enabled:  # e.g. enabled by an accelerate config file
+            raise NotImplementedError(SHARDED_TRAINER_MESSAGE)
         self.oto_groups: GroupSet | None = None
         self.slim_report: SlimReport | None = None
         self.slim_model: PreTrainedModel | None = None
@@ -545,6 +543,19 @@ def _original_forward(model: torch.nn.Module):
         yield
     finally:
         model.forward = patched
+
+
+SHARDED_TRAINER_MESSAGE = (
+    "OTOTrainer does not run under FSDP or DeepSpeed yet: hf_oto.HSPG itself trains FSDP2-sharded models (wrap the "
+    "model with torch's fully_shard and build HSPG on it), but the Trainer path (slim save from sharded weights, "
+    "sharded checkpoints) is not verified. Train with DDP (torchrun / accelerate launch --multi_gpu) instead."
+)
+
+
+def _refuse_sharded_training(args: TrainingArguments) -> None:
+    """Refuse FSDP (1 or 2) and DeepSpeed before the Trainer sets them up (on CPU it would ignore fsdp silently)."""
+    if args.fsdp or args.fsdp_config or args.deepspeed:
+        raise NotImplementedError(SHARDED_TRAINER_MESSAGE)
 
 
 def _check_process_group(args: TrainingArguments) -> None:
