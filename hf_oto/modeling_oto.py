@@ -480,7 +480,8 @@ def _add_base_auto_model(folder: str, model) -> None:
     path = os.path.join(folder, "config.json")
     with open(path) as handle:
         config = json.load(handle)
-    config.setdefault("auto_map", {}).setdefault("AutoModel", f"modeling_oto.{OTO_PREFIX}{type(base).__name__}")
+    stock = getattr(type(base), "_oto_base_class", None) or type(base)
+    config.setdefault("auto_map", {}).setdefault("AutoModel", f"modeling_oto.{OTO_PREFIX}{stock.__name__}")
     with open(path, "w") as handle:
         json.dump(config, handle, indent=2, sort_keys=True)
         handle.write("\n")
