@@ -18,6 +18,7 @@ import contextlib
 import copy
 import json
 import os
+import re
 import shutil
 import uuid
 import warnings
@@ -291,6 +292,18 @@ def commit_staged(staging: str, target: str, progress: dict | None = None) -> No
     remove_stale_staging(target)
 
 
+def _remove_legacy_staging(target: str) -> None:
+    """Remove the full-weight copies that hf_oto versions before staging-inside-the-target left in the parent
+    folder when killed mid-save: ``.NAME.tmp-XXXXXXXX`` (save_pretrained) and ``.NAME.oto-XXXXXXXX`` (OTOTrainer)."""
+    parent, name = os.path.split(target)
+    legacy = re.compile(rf"\.{re.escape(name)}\.(tmp|oto)-[A-Za-z0-9_]{{8}}")
+    with contextlib.suppress(OSError):
+        for entry in os.listdir(parent):
+            path = os.path.join(parent, entry)
+            if legacy.fullmatch(entry) and os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def staged_save(target: str | os.PathLike):
     """Yield a fresh staging folder inside `target` to write a model folder into; on success, commit it to
@@ -300,6 +313,7 @@ def staged_save(target: str | os.PathLike):
     created = not os.path.exists(target)
     os.makedirs(target, exist_ok=True)
     remove_stale_staging(target)
+    _remove_legacy_staging(target)
     staging = os.path.join(target, f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}")
     os.mkdir(staging)
     progress = {"committed": False}

@@ -279,42 +279,70 @@ def test_save_failing_at_any_step_leaves_the_old_or_the_new_model(old_and_new, t
         assert leftovers == [] and STAGED_POINTER not in json.loads((folder / "config.json").read_text())
 
 
-KILL_DURING_SAVE = """
-import os, sys, torch
+KILL_DURING_SAVES = """
+import os, signal, sys, torch
 sys.path.insert(0, {tests!r})
 torch.set_num_threads(1)
 from test_load_save_safety import slim_of
 _, new = slim_of(zero=(4, 6, 9, 30, 31), seed=1)
-calls = [0]
-real_replace = os.replace
-def replace(*args, **kwargs):
-    if calls[0] == {kill_at}:
-        os.kill(os.getpid(), 9)  # SIGKILL: no except/finally, no cleanup
-    calls[0] += 1
-    return real_replace(*args, **kwargs)
-os.replace = replace
-new.save_pretrained({folder!r})
+for kill_at, folder in {plan!r}:
+    child = os.fork()
+    if child == 0:  # the saving process, SIGKILLed (no except/finally, no cleanup) at its kill_at-th rename
+        calls, real_replace = [0], os.replace
+        def replace(*args, **kwargs):
+            if calls[0] == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+            calls[0] += 1
+            return real_replace(*args, **kwargs)
+        os.replace = replace
+        new.save_pretrained(folder)
+        os._exit(0)
+    _, status = os.waitpid(child, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, (kill_at, status)
+print("killed", len({plan!r}))
 """
+KILL_POINTS = {0: "code file", 1: "code file", 2: "the switch", 3: "weights", 4: "final config"}
 
 
-@pytest.mark.parametrize("kill_at", [0, 2, 3, 4])
-def test_hard_kill_during_save(old_and_new, tmp_path, kill_at):
-    """SIGKILL a real process at its k-th rename (0-1: code files, 2: the switch, 3: weights, 4: config) of a save into an existing folder: the folder loads as the old
-    or new model, any full-weight copy is inside the folder (none in the parent), and the next save removes it."""
+def test_hard_kill_during_save(old_and_new, tmp_path):
+    """SIGKILL a real saving process at each rename of a save into an existing folder: every folder loads (fresh
+    process) as the old or the new model, the full-weight copy a kill leaves is inside the folder (nothing in
+    the parent), and the next save removes it."""
     old_folder, new, inputs, old_output, new_output = old_and_new
-    folder = tmp_path / "out"
-    shutil.copytree(old_folder, folder)
-    code = KILL_DURING_SAVE.format(tests=os.path.join(REPO, "tests"), kill_at=kill_at, folder=str(folder))
-    result = run_fresh(code, hf_oto_importable=True)
-    assert result.returncode == -9, result.stderr[-2000:]
-    assert sorted(os.listdir(tmp_path)) == ["out"]
-    output = load_each_fresh(tmp_path, [folder], inputs)[str(folder)]
-    assert torch.is_tensor(output), output
-    assert torch.allclose(output, old_output, atol=1e-5) or torch.allclose(output, new_output, atol=1e-5)
-    assert any(n.startswith(STAGING_PREFIX) for n in os.listdir(folder)), "the kill left no staging folder"
-    new.save_pretrained(folder)
-    assert not any(n.startswith((STAGING_PREFIX, TEMP_PREFIX)) for n in os.listdir(folder))
-    torch.testing.assert_close(first_output(hf_oto.load_slim(folder), inputs), new_output, atol=1e-5, rtol=0)
+    plan = []
+    for kill_at in KILL_POINTS:
+        folder = tmp_path / "runs" / f"killed-at-{kill_at}"
+        shutil.copytree(old_folder, folder)
+        plan.append((kill_at, str(folder)))
+    result = run_fresh(KILL_DURING_SAVES.format(tests=os.path.join(REPO, "tests"), plan=plan), hf_oto_importable=True)
+    assert result.returncode == 0 and "killed 5" in result.stdout, result.stderr[-3000:]
+    assert sorted(os.listdir(tmp_path / "runs")) == sorted(os.path.basename(f) for _, f in plan)
+    results = load_each_fresh(tmp_path, [f for _, f in plan], inputs)
+    outcomes = {}
+    for kill_at, folder in plan:
+        output = results[folder]
+        assert torch.is_tensor(output), (KILL_POINTS[kill_at], output)
+        is_old, is_new = torch.allclose(output, old_output, atol=1e-5), torch.allclose(output, new_output, atol=1e-5)
+        assert is_old != is_new, f"killed at {KILL_POINTS[kill_at]}: neither the old nor the new model"
+        outcomes[kill_at] = "new" if is_new else "old"
+        assert any(n.startswith(STAGING_PREFIX) for n in os.listdir(folder)), "the kill left no staging folder"
+        new.save_pretrained(folder)
+        assert not any(n.startswith((STAGING_PREFIX, TEMP_PREFIX)) for n in os.listdir(folder))
+        torch.testing.assert_close(first_output(hf_oto.load_slim(folder), inputs), new_output, atol=1e-5, rtol=0)
+    # killed before the switch completes: old; after it: new
+    assert outcomes == {0: "old", 1: "old", 2: "old", 3: "new", 4: "new"}, outcomes
+
+
+def test_next_save_removes_copies_that_older_versions_left_in_the_parent(tmp_path):
+    """Before staging moved inside the target, a killed save left ``.NAME.tmp-*`` / ``.NAME.oto-*`` full copies
+    next to it; the next save removes them (and nothing else)."""
+    _, slim = slim_of()
+    for leftover in (".out.tmp-ab12cd34", ".out.oto-x_9y8z7w"):
+        (tmp_path / leftover).mkdir()
+        (tmp_path / leftover / "model.safetensors").write_bytes(b"0" * 64)
+    (tmp_path / ".other.tmp-ab12cd34").mkdir()  # another folder's: not ours to remove
+    slim.save_pretrained(tmp_path / "out")
+    assert sorted(os.listdir(tmp_path)) == [".other.tmp-ab12cd34", "out"]
 
 
 # ---------------------------------------------------------------------------------------- A.3 / A.4 targets
