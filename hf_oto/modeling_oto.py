@@ -41,6 +41,7 @@ CONFIG_FIELDS = (
 )
 STAGED_POINTER = "oto_staged_folder"
 """config.json field present only while a save is being committed: the staging folder holding the new model."""
+PUSH_OPTIONS = ("repo_id", "commit_message", "commit_description", "private", "create_pr", "revision")
 STAGING_PREFIX = ".oto-save-"
 TEMP_PREFIX = ".oto-tmp-"
 
@@ -445,12 +446,36 @@ class OTOSlimMixin:
             self.oto_verify()
         if kwargs.get("safe_serialization") is False:
             raise ValueError("hf_oto slim models are saved as safetensors only; drop safe_serialization=False.")
+        # Pushed after the commit, exactly the files of this save: transformers would push the staging folder,
+        # under its name and before the AutoModel entry is added.
+        push = kwargs.pop("push_to_hub", False)
+        push_options = {key: kwargs.pop(key) for key in PUSH_OPTIONS if key in kwargs}
         with staged_save(save_directory) as staging:
             type(self).register_for_auto_class(auto_class_name(self._oto_base_class))
             type(self.config).register_for_auto_class()
             result = super().save_pretrained(staging, *args, **kwargs)
             _add_base_auto_model(staging, self)
+            written = sorted(name for name in os.listdir(staging) if not name.startswith("."))
+        if push:
+            folder = os.path.abspath(os.fspath(save_directory))
+            _push_folder(
+                folder,
+                written,
+                push_options.pop("repo_id", None) or os.path.basename(folder),
+                kwargs.get("token"),
+                **push_options,
+            )
         return result
+
+
+def _push_folder(folder: str, files: list[str], repo_id: str, token, private=None, **upload_options) -> None:
+    """Upload `files` of the committed `folder` to the Hub repo `repo_id` (created when absent)."""
+    from transformers.utils.hub import hf_api
+
+    api = hf_api()
+    repo_id = api.create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
+    upload_options.setdefault("commit_message", "Upload hf_oto slim model")
+    api.upload_folder(repo_id=repo_id, folder_path=folder, allow_patterns=files, token=token, **upload_options)
 
 
 def _loading_problems(model, info: dict) -> list[str]:

@@ -14,7 +14,9 @@ import pytest
 import torch
 import transformers
 from conftest import TINY_CONFIGS, tiny_model
+from hub_stub import loopback_hub
 from safetensors.torch import load_file, save_file
+from test_trainer_hub import FAKE_TOKEN
 
 import hf_oto
 from hf_oto import OTOLoadError, UnsupportedModelError
@@ -639,3 +641,17 @@ def test_strict_loading_accepts_every_saved_task_class(tmp_path, family, class_n
     if class_name.endswith("ForMultipleChoice"):
         inputs = {"input_ids": inputs["input_ids"].unsqueeze(1).repeat(1, 2, 1)}
     torch.testing.assert_close(first_output(model, inputs), first_output(dense, inputs), atol=1e-5, rtol=0)
+
+
+def test_save_pretrained_push_to_hub_pushes_the_committed_model(tmp_path, monkeypatch):
+    """`save_pretrained(dir, push_to_hub=True)` pushes to a repo named after `dir` (not after the staging
+    folder) the same model as saved, AutoModel entry included (Hub: the loopback stub)."""
+    _, slim = slim_of()
+    with loopback_hub(monkeypatch) as hub:
+        slim.save_pretrained(tmp_path / "my-slim", push_to_hub=True, token=FAKE_TOKEN)
+    (commit,) = hub.commits
+    assert commit.repo_id == "tester/my-slim" and hub.unexpected == []
+    assert set(commit.files) == set(os.listdir(tmp_path / "my-slim"))
+    config = json.loads(commit.files["config.json"])
+    assert config["auto_map"]["AutoModel"] == "modeling_oto.OTOBertModel" and STAGED_POINTER not in config
+    assert commit.files["model.safetensors"] == (tmp_path / "my-slim" / "model.safetensors").read_bytes()
