@@ -454,7 +454,7 @@ class OTOSlimMixin:
             type(self).register_for_auto_class(auto_class_name(self._oto_base_class))
             type(self.config).register_for_auto_class()
             result = super().save_pretrained(staging, *args, **kwargs)
-            _add_base_auto_model(staging, self)
+            _finish_config(staging, self)
             written = sorted(name for name in os.listdir(staging) if not name.startswith("."))
         if push:
             folder = os.path.abspath(os.fspath(save_directory))
@@ -511,16 +511,17 @@ def _saved_class_keys(model) -> set[str] | None:
     return {key.removeprefix(prefix) for key in reference.state_dict()}
 
 
-def _add_base_auto_model(folder: str, model) -> None:
-    """Also map `AutoModel` to the slim base model, so the encoder alone loads from the folder."""
-    base = model.base_model
-    if base is model:
-        return
+def _finish_config(folder: str, model) -> None:
+    """Also map `AutoModel` to the slim base model, so the encoder alone loads from the folder; drop a staging
+    pointer the config may have been loaded with."""
     path = os.path.join(folder, "config.json")
     with open(path) as handle:
         config = json.load(handle)
-    stock = getattr(type(base), "_oto_base_class", None) or type(base)
-    config.setdefault("auto_map", {}).setdefault("AutoModel", f"modeling_oto.{OTO_PREFIX}{stock.__name__}")
+    config.pop(STAGED_POINTER, None)
+    if model.base_model is not model:
+        base = type(model.base_model)
+        stock = getattr(base, "_oto_base_class", None) or base
+        config.setdefault("auto_map", {}).setdefault("AutoModel", f"modeling_oto.{OTO_PREFIX}{stock.__name__}")
     with open(path, "w") as handle:
         json.dump(config, handle, indent=2, sort_keys=True)
         handle.write("\n")

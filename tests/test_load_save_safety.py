@@ -655,3 +655,12 @@ def test_save_pretrained_push_to_hub_pushes_the_committed_model(tmp_path, monkey
     config = json.loads(commit.files["config.json"])
     assert config["auto_map"]["AutoModel"] == "modeling_oto.OTOBertModel" and STAGED_POINTER not in config
     assert commit.files["model.safetensors"] == (tmp_path / "my-slim" / "model.safetensors").read_bytes()
+
+
+def test_a_staging_pointer_is_never_saved_again(saved, tmp_path):
+    """A model loaded while a save was being committed (config with a pointer) saves a folder without it."""
+    model = hf_oto.load_slim(saved)
+    model.config.oto_staged_folder = f"{STAGING_PREFIX}gone"
+    model.save_pretrained(tmp_path / "again", verify=False)
+    assert STAGED_POINTER not in json.loads((tmp_path / "again" / "config.json").read_text())
+    assert type(hf_oto.load_slim(tmp_path / "again")) is type(model)
