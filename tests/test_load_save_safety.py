@@ -159,26 +159,33 @@ def test_trust_remote_code_refuses_any_missing_or_unexpected_tensor(corrupt_fold
 # ---------------------------------------------------------------------------------------- A.5 base models
 
 
-def test_automodel_loads_the_base_model_of_every_family(tmp_path):
-    """`AutoModel` on a folder saved from a task model (ViT's legacy key names included) gives the dense base
-    model's outputs, loaded with trust_remote_code in a process without hf_oto, and with hf_oto in-process."""
-    folders, expected = [], {}
-    for family, model_class in TASK_CLASS.items():
-        dense, slim = slim_of(family, model_class, zero=(0, 1, 2, 3))
-        folder = tmp_path / family
-        slim.save_pretrained(folder)
-        folders.append(folder)
-        expected[str(folder)] = first_output(dense.base_model, inputs_for(dense))
-        base = transformers.AutoModel.from_pretrained(folder)
-        assert type(base).__name__ == f"OTO{type(dense.base_model).__name__}"
-        torch.testing.assert_close(first_output(base, inputs_for(dense)), expected[str(folder)], atol=1e-5, rtol=0)
-    text_folders = [f for f in folders if f.name != "vit"]
-    results = load_each_fresh(tmp_path, text_folders, inputs_for(tiny_model("bert")), auto="AutoModel")
-    results |= load_each_fresh(tmp_path, [tmp_path / "vit"], inputs_for(tiny_model("vit")), auto="AutoModel")
-    for folder in folders:
+def _task_folder(tmp_path, family):
+    """A slim folder saved from `family`'s task model, and the dense base model's output on `inputs_for`."""
+    dense, slim = slim_of(family, TASK_CLASS[family], zero=(0, 1, 2, 3))
+    slim.save_pretrained(tmp_path / family)
+    return tmp_path / family, dense, first_output(dense.base_model, inputs_for(dense))
+
+
+@pytest.mark.parametrize("family", list(TASK_CLASS))
+def test_automodel_loads_the_base_model(tmp_path, family):
+    """`AutoModel` on a folder saved from a task model (ViT's legacy key names included) is the slim base model
+    with the dense base model's outputs."""
+    folder, dense, expected = _task_folder(tmp_path, family)
+    base = transformers.AutoModel.from_pretrained(folder)
+    assert type(base).__name__ == f"OTO{type(dense.base_model).__name__}"
+    torch.testing.assert_close(first_output(base, inputs_for(dense)), expected, atol=1e-5, rtol=0)
+
+
+def test_automodel_loads_every_base_model_in_a_process_without_hf_oto(tmp_path):
+    """The same through trust_remote_code and the copied code, in one fresh process that cannot import hf_oto."""
+    saved = {family: _task_folder(tmp_path, family) for family in TASK_CLASS}
+    text = [folder for family, (folder, _, _) in saved.items() if family != "vit"]
+    results = load_each_fresh(tmp_path, text, inputs_for(tiny_model("bert")), auto="AutoModel")
+    results |= load_each_fresh(tmp_path, [saved["vit"][0]], inputs_for(tiny_model("vit")), auto="AutoModel")
+    for family, (folder, _, expected) in saved.items():
         outcome = results[str(folder)]
-        assert torch.is_tensor(outcome), (folder.name, outcome)
-        torch.testing.assert_close(outcome, expected[str(folder)], atol=1e-5, rtol=0)
+        assert torch.is_tensor(outcome), (family, outcome)
+        torch.testing.assert_close(outcome, expected, atol=1e-5, rtol=0)
 
 
 def test_base_model_folder_loads_a_task_model_with_a_new_head(tmp_path):
