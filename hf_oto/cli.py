@@ -55,12 +55,16 @@ def read_slim_config(folder: str) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise CLIError(f"{path} is not a model config (expected a JSON object)")
     model_type = str(config.get("model_type", ""))
-    needed = ("oto_num_attention_heads", "oto_num_key_value_heads", "oto_intermediate_sizes", "oto_layout")
-    if not model_type.startswith("oto_") or any(key not in config for key in needed):
+    if not model_type.startswith("oto_"):
         raise CLIError(
             f"{folder} holds a {model_type or 'unknown'!r} model, not an hf_oto slim model "
             "(train it with OTOTrainer, or slim it with hf_oto.slim_model)"
         )
+    from .configuration_oto import oto_fields_problem
+
+    problem = oto_fields_problem(config)
+    if problem is not None:
+        raise CLIError(f"{path}: {problem}")
     return config
 
 
@@ -148,10 +152,12 @@ def inspect_command(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _check_model_folder(path: str) -> None:
-    """One-line errors for a --model that is missing, not a model folder, or of an unsupported family."""
+def _check_model_folder(path: str, max_seq_length: int | None = None) -> None:
+    """One-line errors, before any work, for a --model that is missing, not a model folder, of an unsupported
+    family, without a tokenizer, or with fewer positions than --max_seq_length."""
     from .architectures import get_spec
     from .errors import UnsupportedModelError
+    from .hub import TOKENIZER_FILES, has_tokenizer
 
     if not os.path.isdir(path):
         raise CLIError(f"--model {path}: no such folder (pass a local pretrained model folder)")
@@ -176,6 +182,17 @@ def _check_model_folder(path: str) -> None:
         get_spec(probe)
     except UnsupportedModelError as error:
         raise CLIError(f"--model {path}: {error}") from None
+    if not has_tokenizer(path):
+        raise CLIError(
+            f"--model {path}: no tokenizer ({', '.join(TOKENIZER_FILES[:3])}, ...); save the model's tokenizer "
+            f"there with tokenizer.save_pretrained({path!r})"
+        )
+    positions = config.get("max_position_embeddings")
+    if isinstance(positions, int) and max_seq_length is not None and positions < max_seq_length:
+        raise CLIError(
+            f"--model {path}: max_position_embeddings is {positions}, below --max_seq_length {max_seq_length}; "
+            f"pass --max_seq_length {positions} or less"
+        )
 
 
 def _load_questions(path: str):
@@ -233,7 +250,7 @@ def _row(label: str, dense: str, slim: str, note: str = "") -> str:
 
 def demo_command(args: argparse.Namespace) -> int:
     if args.model is not None:
-        _check_model_folder(args.model)
+        _check_model_folder(args.model, args.max_seq_length)
     if not 0.0 < args.target_sparsity < 1.0:
         raise CLIError(f"--target_sparsity must be in (0, 1), got {args.target_sparsity}")
     if args.max_steps < 1:

@@ -47,3 +47,47 @@ def __getattr__(name: str) -> type:
         if isinstance(base_class, type):
             return oto_config_class(base_class)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+PER_LAYER_FIELDS = ("oto_num_attention_heads", "oto_num_key_value_heads", "oto_intermediate_sizes")
+LAYOUT_KEYS = ("head_dim", "layers", "attention_module", "q", "k", "v", "o", "ffn_in", "ffn_out", "attention_attrs")
+RESAVE = "re-save the model with hf_oto (hf_oto.slim_model(...).save_pretrained or OTOTrainer.save_model)"
+
+
+def oto_fields_problem(values: dict) -> str | None:
+    """What is wrong with the oto fields of a slim config (a dict, e.g. a parsed config.json), or None.
+
+    The one check behind loading (`reshape_layers`), `hf_oto.load_slim` and `hf-oto inspect`: one sentence
+    naming the field and what to do."""
+    layout = values.get("oto_layout")
+    if not isinstance(layout, dict):
+        return f"oto_layout is missing or not an object (where heads and FFN neurons live in a layer); {RESAVE}"
+    absent = [key for key in LAYOUT_KEYS if key not in layout]
+    if absent:
+        return f"oto_layout lacks {', '.join(absent)}; {RESAVE}"
+    head_dim = layout["head_dim"]
+    if not isinstance(head_dim, int) or isinstance(head_dim, bool) or head_dim <= 0:
+        return f"oto_layout.head_dim must be a positive whole number, got {head_dim!r}; {RESAVE}"
+    layers = values.get("num_hidden_layers", values.get("n_layers"))
+    for field in PER_LAYER_FIELDS:
+        counts = values.get(field)
+        if not isinstance(counts, list) or not all(isinstance(c, int) and not isinstance(c, bool) for c in counts):
+            return f"{field} must be a list of whole numbers, one per layer, got {counts!r}; {RESAVE}"
+        if isinstance(layers, int) and len(counts) != layers:
+            return (
+                f"{field} has {len(counts)} entries but the model has {layers} layers (num_hidden_layers); "
+                f"give one count per layer, or {RESAVE}"
+            )
+        negative = [(index, count) for index, count in enumerate(counts) if count < 0]
+        if negative:
+            index, count = negative[0]
+            return f"{field}[{index}] is {count}, a negative width; counts kept per layer are 0 or more: {RESAVE}"
+    for index, (heads, kv_heads) in enumerate(
+        zip(values["oto_num_attention_heads"], values["oto_num_key_value_heads"])
+    ):
+        if (kv_heads == 0) != (heads == 0) or (kv_heads and heads % kv_heads):
+            return (
+                f"layer {index} keeps {heads} query heads for {kv_heads} key/value heads, which is not a whole "
+                f"number of query heads per key/value head; {RESAVE}"
+            )
+    return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any
 
 import transformers
@@ -16,7 +17,7 @@ from transformers import AutoConfig
 from transformers.models.auto import modeling_auto
 
 from .architectures import SPECS
-from .configuration_oto import OTO_PREFIX, oto_config_class
+from .configuration_oto import OTO_PREFIX, oto_config_class, oto_fields_problem
 from .modeling_oto import OTOLoadError, oto_model_class
 
 _AUTO_CLASSES = {
@@ -55,6 +56,47 @@ def register_auto_classes() -> None:
     _registered = True
 
 
+_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "vocab.json",
+    "tokenizer.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+)
+
+
+def has_tokenizer(folder: str | os.PathLike) -> bool:
+    """Whether a local model folder holds tokenizer files (as `tokenizer.save_pretrained` writes them)."""
+    return any(os.path.isfile(os.path.join(folder, name)) for name in TOKENIZER_FILES)
+
+
+def _read_slim_config(folder: str) -> dict[str, Any]:
+    """The parsed config.json of a slim model folder, or `OTOLoadError` saying what is wrong with it."""
+    config_path = os.path.join(folder, "config.json")
+    if not os.path.isfile(config_path):
+        raise OTOLoadError(f"{folder} has no config.json; it is not a saved model folder.")
+    try:
+        with open(config_path) as handle:
+            config = json.load(handle)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise OTOLoadError(
+            f"{config_path} is not valid JSON ({error}); the file is corrupt: restore it or save the model again."
+        ) from None
+    if not isinstance(config, dict) or not str(config.get("model_type", "")).startswith("oto_"):
+        model_type = config.get("model_type") if isinstance(config, dict) else None
+        raise OTOLoadError(
+            f"{folder} holds a {model_type!r} model, not an hf_oto slim model; load it with "
+            "transformers' AutoModel classes, or slim it first with hf_oto.slim_model."
+        )
+    problem = oto_fields_problem(config)
+    if problem is not None:
+        raise OTOLoadError(f"{config_path}: {problem}")
+    return config
+
+
 def load_slim(path: str | os.PathLike, task: str | None = None, **kwargs: Any):
     """Load a saved slim model folder with its own task class (e.g. the QA head it was saved with).
 
@@ -65,18 +107,16 @@ def load_slim(path: str | os.PathLike, task: str | None = None, **kwargs: Any):
         kwargs: passed to `from_pretrained` (``torch_dtype``, ``device_map``...).
     """
     register_auto_classes()
-    config_path = os.path.join(os.fspath(path), "config.json")
-    if os.path.isdir(os.fspath(path)):
-        if not os.path.isfile(config_path):
-            raise OTOLoadError(f"{path} has no config.json; it is not a saved model folder.")
-        with open(config_path) as handle:
-            config = json.load(handle)
-        if not str(config.get("model_type", "")).startswith("oto_"):
-            raise OTOLoadError(
-                f"{path} holds a {config.get('model_type')!r} model, not an hf_oto slim model; load it with "
-                "transformers' AutoModel classes, or slim it first with hf_oto.slim_model."
-            )
+    local = os.fspath(path)
+    if os.path.isdir(local):
+        config = _read_slim_config(local)
         architecture = (config.get("architectures") or [None])[0]
+    elif os.path.exists(local) or not _REPO_ID.fullmatch(local):
+        problem = "is not a folder" if os.path.exists(local) else "does not exist"
+        raise OTOLoadError(
+            f"{local} {problem}: pass the folder that save_pretrained / save_model wrote, or a Hub repo id "
+            "such as 'user/model'."
+        )
     else:  # a Hub repo id: its config names the class it was saved from
         architecture = (getattr(AutoConfig.from_pretrained(path), "architectures", None) or [None])[0]
     if task is not None:

@@ -8,11 +8,13 @@ the SQuAD evaluation in `hf_oto.qa`, so pipeline answers and reported EM/F1 agre
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import transformers
-from transformers import AutoModelForQuestionAnswering, Pipeline
+from transformers import AutoModelForQuestionAnswering, AutoTokenizer, Pipeline
 
+from .hub import has_tokenizer
 from .qa import answer_question
 
 TASK = "question-answering"
@@ -28,7 +30,18 @@ class QuestionAnsweringPipeline(Pipeline):
     _load_processor = False
     _load_image_processor = False
     _load_feature_extractor = False
-    _load_tokenizer = True
+    _load_tokenizer = False  # loaded in __init__, so that a model folder without one gets a one-line error
+
+    def __init__(self, model, tokenizer=None, **kwargs: Any):
+        if tokenizer is None or isinstance(tokenizer, str):
+            source = tokenizer or getattr(model, "name_or_path", None)
+            if not source or (os.path.isdir(source) and not has_tokenizer(source)):
+                raise ValueError(
+                    f"question-answering needs a tokenizer, and the model folder {source!r} has none: pass "
+                    f"tokenizer=... to pipeline(), or save it there with tokenizer.save_pretrained({source!r})."
+                )
+            tokenizer = AutoTokenizer.from_pretrained(source)
+        super().__init__(model, tokenizer=tokenizer, **kwargs)
 
     def __call__(self, *args: Any, question: str | None = None, context: str | None = None, **kwargs: Any):
         if question is not None or context is not None:

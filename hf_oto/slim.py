@@ -192,6 +192,19 @@ def _slice_layer_state(
     return replaced
 
 
+def _check_groups_belong_to(groups: GroupSet, model: nn.Module) -> None:
+    """Refuse a GroupSet built from another model: its zero groups say nothing about `model`'s weights."""
+    if not isinstance(groups, GroupSet):
+        raise TypeError(f"groups must be the GroupSet of build_groups(model), got {type(groups).__name__}.")
+    own = {id(parameter) for parameter in model.parameters()}
+    foreign = [parameter for parameter in groups.params() if id(parameter) not in own]
+    if foreign:
+        raise ValueError(
+            f"groups were built from another model ({len(foreign)} of its {len(groups.params())} grouped tensors are "
+            "not this model's parameters); pass groups=build_groups(model) for the model you slim, or omit groups."
+        )
+
+
 def slim_config_for(model: nn.Module, spec: ArchitectureSpec, heads, kv_heads, ffn, settings: dict | None = None):
     """The slim config: the dense config's fields unchanged plus the per-layer counts and layout."""
     values = model.config.to_dict()
@@ -235,6 +248,7 @@ def slim_model(
     """
     spec = get_spec(model)
     groups = groups if groups is not None else build_groups(model)
+    _check_groups_belong_to(groups, model)
     head_dim = spec.head_dim(model.config)
     layers = model.base_model.get_submodule(spec.layers)
     kept_kv, kept_ffn, per_group = _kept_indices(groups, len(layers))

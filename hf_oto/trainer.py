@@ -16,8 +16,6 @@ import inspect
 import logging
 import math
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +27,7 @@ from transformers.trainer_utils import HubStrategy
 from .architectures import base_model_type, get_spec
 from .groups import ATTENTION, FFN, GroupSet, build_groups
 from .model_card import PLOT_FILE, plot_layers, render_model_card
-from .modeling_oto import auto_class_name, replace_directory
+from .modeling_oto import auto_class_name, staged_save
 from .optim import HSPG, MAX_PROJECTION_DEADLINE, SALIENCIES, VARIANTS, hyperparameter_problems, structure_quotas
 from .optim.hyperparameters import DEFAULT_PROJECTION_DEADLINE, DEFAULT_SALIENCY, is_number, n_p_from_number
 from .slim import SlimReport, model_shape, slim_model
@@ -392,11 +390,9 @@ class OTOTrainer(Trainer):
                 tolerance=self.args.oto_verify_tolerance,
                 settings=self.args.oto_settings(),
             )
-        output_dir = os.path.abspath(output_dir)
-        parent = os.path.dirname(output_dir)
-        os.makedirs(parent, exist_ok=True)
-        staging = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.oto-", dir=parent)
-        try:
+        # Staged inside output_dir and committed by one atomic switch (see modeling_oto.commit_staged): a crash
+        # leaves the old model or the new one, output_dir may be a mount point, and no copy lands outside it.
+        with staged_save(output_dir) as staging:
             slim.save_pretrained(staging)
             tokenizer = self.processing_class
             if tokenizer is None and getattr(self.data_collator, "tokenizer", None) is not None:
@@ -413,10 +409,6 @@ class OTOTrainer(Trainer):
             self.slim_report, self.slim_model = report, slim
             self._write_card(staging, slim)
             files = sorted(os.listdir(staging))
-            replace_directory(staging, output_dir)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
         self._oto_saved_files = files
         logger.info("Saved the slim model to %s:\n%s", output_dir, report)
 

@@ -16,6 +16,7 @@ so a test can assert that nothing else was asked of the "Hub".
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import threading
@@ -130,3 +131,22 @@ class HubStub:
                 self._reply(404, {"error": "not served by HubStub"})
 
         return Handler
+
+
+@contextlib.contextmanager
+def loopback_hub(monkeypatch):
+    """Point huggingface_hub (and transformers' shared HfApi) at a HubStub on 127.0.0.1, online, never sending a
+    token saved on this machine.
+
+    conftest sets HF_HUB_OFFLINE=1 before huggingface_hub is imported, so the module-level constants it read then
+    are patched here; HF_ENDPOINT is set too for anything that reads the environment later."""
+    import transformers
+    from huggingface_hub import constants
+
+    with HubStub() as stub:
+        monkeypatch.setenv("HF_ENDPOINT", stub.url)
+        monkeypatch.setattr(constants, "ENDPOINT", stub.url)
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(constants, "HF_HUB_DISABLE_IMPLICIT_TOKEN", True)  # never send a saved token
+        monkeypatch.setattr(transformers.utils.hub, "_hf_api", None)  # rebuilt with the stub's endpoint
+        yield stub

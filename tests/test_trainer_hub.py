@@ -12,8 +12,7 @@ import torch
 import transformers
 import transformers.utils.hub
 import yaml
-from hub_stub import HubStub
-from huggingface_hub import constants
+from hub_stub import loopback_hub
 from test_trainer import make_args, make_dataset, make_model
 from test_trainer_save import SLIM_FILES
 from transformers import TrainerCallback
@@ -26,17 +25,8 @@ FAKE_TOKEN = "hf_fake_token_for_the_loopback_stub"  # not a credential: only eve
 
 @pytest.fixture
 def hub(monkeypatch):
-    """Point huggingface_hub (and transformers' shared HfApi) at a HubStub on 127.0.0.1, online, never sending a
-    token saved on this machine.
-
-    conftest sets HF_HUB_OFFLINE=1 before huggingface_hub is imported, so the module-level constants it read then
-    are patched here; HF_ENDPOINT is set too for anything that reads the environment later."""
-    with HubStub() as stub:
-        monkeypatch.setenv("HF_ENDPOINT", stub.url)
-        monkeypatch.setattr(constants, "ENDPOINT", stub.url)
-        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-        monkeypatch.setattr(constants, "HF_HUB_DISABLE_IMPLICIT_TOKEN", True)  # never send a saved token
-        monkeypatch.setattr(transformers.utils.hub, "_hf_api", None)  # rebuilt with the stub's endpoint
+    """huggingface_hub (and transformers' shared HfApi) pointed at a HubStub on 127.0.0.1 (see `loopback_hub`)."""
+    with loopback_hub(monkeypatch) as stub:
         yield stub
 
 

@@ -24,6 +24,11 @@ def base_model_type(config: Any) -> str:
 def get_spec(model_or_config: Any) -> ArchitectureSpec:
     """The spec for a model or config, or `UnsupportedModelError` naming the supported types."""
     config = getattr(model_or_config, "config", model_or_config)
+    if not isinstance(getattr(config, "model_type", None), str):
+        raise UnsupportedModelError(
+            f"hf_oto works on transformers models (a PreTrainedModel with a config), got a "
+            f"{type(model_or_config).__name__}; pass a model of one of these types: {', '.join(SUPPORTED_MODEL_TYPES)}."
+        )
     model_type = base_model_type(config)
     try:
         return _BY_MODEL_TYPE[model_type]
