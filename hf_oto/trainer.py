@@ -25,12 +25,13 @@ from huggingface_hub import HfApi
 from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import HubStrategy
 
+from .accounting import SlimReport, model_shape, removed_costs
 from .architectures import base_model_type, get_spec
 from .groups import ATTENTION, FFN, GroupSet, build_groups
 from .hspg import HSPG, SALIENCIES, structure_quotas
 from .model_card import PLOT_FILE, plot_layers, render_model_card
 from .modeling_oto import auto_class_name, replace_directory
-from .slim import SlimReport, model_shape, slim_model
+from .slim import slim_model
 
 logger = logging.getLogger(__name__)
 
@@ -327,7 +328,7 @@ class OTOTrainer(Trainer):
             return {}
         report = hspg.sparsity_report()
         zero = hspg.zero_mask().cpu()
-        params_removed, flops_removed = _removed_costs(self.oto_groups, zero, self.args.oto_flops_seq_len)
+        params_removed, flops_removed = removed_costs(self.oto_groups, zero, self.args.oto_flops_seq_len)
         dense = self._oto_dense_shape
         return {
             "oto/group_sparsity": float(report["group_sparsity"]),
@@ -397,7 +398,7 @@ class OTOTrainer(Trainer):
             with open(os.path.join(staging, "training_args.json"), "w") as handle:
                 handle.write(self.args.to_json_string())
             self.slim_report, self.slim_model = report, slim
-            self._write_card(staging, slim)
+            self._write_card(staging, slim, output_dir)
             files = sorted(os.listdir(staging))
             replace_directory(staging, output_dir)
         except BaseException:
@@ -406,38 +407,38 @@ class OTOTrainer(Trainer):
         self._oto_saved_files = files
         logger.info("Saved the slim model to %s:\n%s", output_dir, report)
 
-    def _card_text(self, slim: PreTrainedModel, **overrides: Any) -> str:
-        model_name = overrides.pop("model_name", None) or (
-            self.args.hub_model_id.split("/")[-1]
-            if self.args.hub_model_id
-            else os.path.basename(os.path.abspath(self.args.output_dir))
-        )
+    def _card_text(self, folder: str, slim: PreTrainedModel, **overrides: Any) -> str:
+        """The card of the slim model saved to `folder`: titled with the Hub repo id when pushing (the repo that
+        push_to_hub created, with the user's namespace), else with the folder's name."""
+        folder_name = os.path.basename(os.path.abspath(folder))
+        title = overrides.pop("model_name", None) or self.hub_model_id or folder_name
         source = getattr(self.accelerator.unwrap_model(self.model).config, "_name_or_path", "") or None
         finetuned = overrides.pop("finetuned_from", None) or source
         # YAML `datasets` lists Hub dataset ids: Trainer's `dataset_tags`; `dataset` is its display name, a fallback.
         dataset_tags, dataset = overrides.pop("dataset_tags", None), overrides.pop("dataset", None)
-        dataset = dataset_tags or dataset
+        datasets = dataset_tags or dataset
         tags = overrides.pop("tags", None)
         return render_model_card(
             self.slim_report,
-            model_name=model_name,
-            # the repo push_to_hub created (create_repo adds the user's namespace when hub_model_id has none)
-            repo_id=self.hub_model_id or self.args.hub_model_id or model_name,
+            title=title,
+            repo_id=self.hub_model_id or self.args.hub_model_id or folder_name,
             auto_class=auto_class_name(type(slim)._oto_base_class),
             base_model=finetuned if finetuned and not os.path.isdir(finetuned) else None,
             base_model_type=base_model_type(slim.config),
             settings=self.args.oto_settings(),
             metrics=self._latest_eval_metrics(),
-            datasets=[dataset] if isinstance(dataset, str) else dataset,
+            datasets=[datasets] if isinstance(datasets, str) else datasets,
+            dataset_name=dataset if isinstance(dataset, str) else None,
             tags=[tags] if isinstance(tags, str) else tags,
             language=overrides.pop("language", None),
             license=overrides.pop("license", None),
         )
 
-    def _write_card(self, folder: str, slim: PreTrainedModel, **overrides: Any) -> None:
-        with open(os.path.join(folder, "README.md"), "w", encoding="utf-8") as handle:
-            handle.write(self._card_text(slim, **overrides))
-        plot_layers(self.slim_report, os.path.join(folder, PLOT_FILE))
+    def _write_card(self, staging: str, slim: PreTrainedModel, folder: str | None = None, **overrides: Any) -> None:
+        """README.md and the plot into `staging`, for the slim model that ends up in `folder` (default: staging)."""
+        with open(os.path.join(staging, "README.md"), "w", encoding="utf-8") as handle:
+            handle.write(self._card_text(folder or staging, slim, **overrides))
+        plot_layers(self.slim_report, os.path.join(staging, PLOT_FILE))
 
     def _latest_eval_metrics(self) -> dict[str, float]:
         for entry in reversed(self.state.log_history):
@@ -549,22 +550,6 @@ def _check_process_group(args: TrainingArguments) -> None:
             "process group, so each process would train and save on its own. On a machine without GPUs pass "
             "use_cpu=True (--use_cpu) to OTOTrainingArguments so that accelerate uses the gloo backend."
         )
-
-
-def _removed_costs(groups: GroupSet, zero: torch.Tensor, seq_len: int) -> tuple[float, float]:
-    """Parameters and FLOPs per token removed by the zero groups (per-block constants, no per-group loop)."""
-    params = flops = 0.0
-    for block, (start, end) in zip(groups.blocks, groups.block_ranges(), strict=True):
-        count = float(zero[start:end].sum())
-        if not count:
-            continue
-        weights = sum(p.param.numel() for p in block.slices if p.param.dim() == 2) / block.num_groups
-        params += count * block.group_size
-        flops += count * 2 * weights
-        if block.structure == ATTENTION:
-            head_dim = block.slices[0].param.shape[0] // (block.num_groups * (block.queries_per_group))
-            flops += count * 4 * seq_len * head_dim * block.queries_per_group
-    return params, flops
 
 
 __all__ = ["OTOTrainer", "OTOTrainingArguments", "loss_uses_num_items_in_batch"]
