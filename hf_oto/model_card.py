@@ -103,9 +103,9 @@ def render_model_card(
     title: str,
     repo_id: str,
     auto_class: str,
-    base_model: str | None,
     base_model_type: str,
     settings: Mapping[str, Any],
+    base_model: str | None = None,
     metrics: Mapping[str, Any] | None = None,
     metrics_source: str = "the evaluation run by the trainer",
     datasets: Sequence[str] | None = None,
@@ -252,3 +252,43 @@ def plot_layers(report: SlimReport, path: str) -> None:
     """Write the per-layer bar chart of `report` to `path` (PNG)."""
     with open(path, "wb") as handle:
         handle.write(layers_png(layer_fractions(report)))
+
+
+# ------------------------------------------------------------------------------------------- a saved folder's card
+
+
+def auto_class_of(config: Mapping[str, Any]) -> str:
+    """The Auto class that loads a saved slim folder (e.g. AutoModelForSequenceClassification)."""
+    import transformers
+
+    from .configuration_oto import OTO_PREFIX
+    from .modeling_oto import auto_class_name
+
+    architecture = (config.get("architectures") or [""])[0]
+    stock = getattr(transformers, architecture.removeprefix(OTO_PREFIX), None)
+    return auto_class_name(stock) if isinstance(stock, type) else "AutoModel"
+
+
+def write_folder_card(folder: str, target: str, *, title: str | None = None, **card: Any) -> None:
+    """Render the card of the slim model saved in `folder` from its config.json alone, into `target`
+    (README.md and the plot). `card` takes `render_model_card`'s metadata arguments (metrics, datasets...)."""
+    from .slim_folder import read_slim_config
+
+    config = read_slim_config(folder)
+    report = SlimReport.from_config(config)
+    if report is None:
+        raise ValueError(f"{folder}/config.json records no dense/slim report (oto_report); save it with hf_oto")
+    title = title or os.path.basename(os.path.abspath(target))
+    text = render_model_card(
+        report,
+        title=title,
+        repo_id=card.pop("repo_id", title),
+        auto_class=auto_class_of(config),
+        base_model_type=config.get("oto_base_model_type", "?"),
+        settings=config.get("oto_settings") or {},
+        **card,
+    )
+    os.makedirs(target, exist_ok=True)
+    with open(os.path.join(target, "README.md"), "w", encoding="utf-8") as handle:
+        handle.write(text)
+    plot_layers(report, os.path.join(target, PLOT_FILE))

@@ -5,6 +5,7 @@ import struct
 import zlib
 
 import pytest
+import transformers
 from conftest import tiny_model
 from huggingface_hub import ModelCard
 from test_slim import zero_pattern
@@ -12,7 +13,7 @@ from test_slim import zero_pattern
 import hf_oto
 from hf_oto.accounting import SlimReport, removed_costs
 from hf_oto.cli import format_inspection
-from hf_oto.model_card import layer_fractions, layers_png, render_model_card
+from hf_oto.model_card import layer_fractions, layers_png, render_model_card, write_folder_card
 from hf_oto.slim_folder import read_slim_config
 
 
@@ -148,3 +149,27 @@ def test_plot_bars_have_the_kept_fractions():
 def test_layer_fractions_of_a_report():
     *_, report = slimmed("bert", "all_heads_layer0")
     assert layer_fractions(report) == [(0.0, 1.0), (1.0, 1.0), (1.0, 1.0)]
+
+
+def test_card_of_a_saved_folder(tmp_path):
+    """write_folder_card renders a saved slim folder's card from its config.json alone (as
+    bench/make_reference_cards.py does for the reference models): titled with the target folder's name, with the
+    recorded accounting and settings, the task's Auto class, the eval results and the plot."""
+    dense = tiny_model("bert", transformers.BertForQuestionAnswering)
+    groups = hf_oto.build_groups(dense)
+    groups.zero_(zero_pattern(groups, "random"))
+    slim, report = hf_oto.slim_model(dense, groups, settings={"oto_target_group_sparsity": 0.5})
+    slim.save_pretrained(tmp_path / "saved")
+    write_folder_card(
+        str(tmp_path / "saved"), str(tmp_path / "tiny-squad-oto50"), metrics={"f1": 12.5}, datasets=["squad"]
+    )
+    card = ModelCard.load(tmp_path / "tiny-squad-oto50" / "README.md")
+    assert card.text.lstrip().startswith("# tiny-squad-oto50\n")
+    assert [(r.metric_type, r.metric_value) for r in card.data.eval_results] == [("f1", 12.5)]
+    assert "AutoModelForQuestionAnswering.from_pretrained" in card.text
+    assert "| `oto_target_group_sparsity` | `0.5` |" in card.text
+    assert f"max difference {report.max_output_diff:.1e}" in card.text
+    for row in report.rows():
+        assert f"| {row.label} | {row.dense:,} | {row.slim:,} | {row.kept} |" in card.text
+    png = (tmp_path / "tiny-squad-oto50" / "oto_layers.png").read_bytes()
+    assert png == layers_png(layer_fractions(report))
