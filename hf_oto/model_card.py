@@ -140,7 +140,7 @@ def render_model_card(
             f"hidden states: max difference {report.max_output_diff:.1e}, relative to their scale)."
         )
     if metrics:
-        metrics_section = f"Metrics of the slim model, from {metrics_source}:\n\n| metric | value |\n|---|---:|\n"
+        metrics_section = f"Metrics of the slim model, from {metrics_source}.\n\n| metric | value |\n|---|---:|\n"
         metrics_section += _table(
             [
                 f"| {name} | {value:.4g} |" if isinstance(value, float) else f"| {name} | {value} |"
