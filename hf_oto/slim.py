@@ -9,107 +9,17 @@ outputs on the slim model so that `save_pretrained` can check again before writi
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass
-from typing import Any
 
 import torch
 from torch import nn
 
+from .accounting import SlimReport, model_shape
 from .architectures import ArchitectureSpec, base_model_type, get_spec
 from .configuration_oto import oto_config_class
 from .groups import ATTENTION, FFN, GroupSet, build_groups
 from .modeling_oto import CONFIG_FIELDS, ZeroInvarianceError, max_output_difference, oto_model_class
 
 DEFAULT_VERIFY_TOLERANCE = 1e-5
-
-
-@dataclass
-class ModelShape:
-    """Per-layer structure and cost of one model: what `SlimReport` compares before and after."""
-
-    heads: list[int]
-    kv_heads: list[int]
-    ffn: list[int]
-    params: int
-    non_embedding_params: int
-    flops_per_token: int
-
-
-@dataclass
-class SlimReport:
-    """Dense vs slim accounting, returned by `slim_model`. FLOPs are per token at `seq_len`."""
-
-    seq_len: int
-    dense: ModelShape
-    slim: ModelShape
-    max_output_diff: float = 0.0
-    """Largest slim-vs-dense output difference, relative to each output's scale (see `max_output_difference`)."""
-
-    @property
-    def params_kept_ratio(self) -> float:
-        return self.slim.params / self.dense.params
-
-    @property
-    def non_embedding_params_kept_ratio(self) -> float:
-        return self.slim.non_embedding_params / max(self.dense.non_embedding_params, 1)
-
-    @property
-    def flops_kept_ratio(self) -> float:
-        return self.slim.flops_per_token / self.dense.flops_per_token
-
-    def metrics(self) -> dict[str, float]:
-        """Flat dense/slim figures for `eval_results.json`-style metric files."""
-        return {
-            "params_dense": self.dense.params,
-            "params_slim": self.slim.params,
-            "params_kept_ratio": self.params_kept_ratio,
-            "non_embedding_params_kept_ratio": self.non_embedding_params_kept_ratio,
-            "flops_per_token_dense": self.dense.flops_per_token,
-            "flops_per_token_slim": self.slim.flops_per_token,
-            "flops_kept_ratio": self.flops_kept_ratio,
-        }
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.update(
-            params_kept_ratio=self.params_kept_ratio,
-            non_embedding_params_kept_ratio=self.non_embedding_params_kept_ratio,
-            flops_kept_ratio=self.flops_kept_ratio,
-        )
-        return data
-
-    def __str__(self) -> str:
-        d, s = self.dense, self.slim
-        lines = [
-            f"params            {d.params:>14,} -> {s.params:>14,}  ({self.params_kept_ratio:.1%} kept)",
-            f"non-embedding     {d.non_embedding_params:>14,} -> {s.non_embedding_params:>14,}  "
-            f"({self.non_embedding_params_kept_ratio:.1%} kept)",
-            f"FLOPs/token @{self.seq_len:<4} {d.flops_per_token:>14,} -> {s.flops_per_token:>14,}  "
-            f"({self.flops_kept_ratio:.1%} kept)",
-            "layer | heads kept | kv heads kept | ffn neurons kept",
-        ]
-        for i, row in enumerate(zip(s.heads, d.heads, s.kv_heads, d.kv_heads, s.ffn, d.ffn, strict=True)):
-            lines.append(f"{i:>5} | {row[0]:>4}/{row[1]:<5} | {row[2]:>5}/{row[3]:<7} | {row[4]:>6}/{row[5]}")
-        return "\n".join(lines)
-
-
-def model_shape(model: nn.Module, seq_len: int = 128, spec: ArchitectureSpec | None = None) -> ModelShape:
-    """Heads, KV heads and FFN width per layer, parameter counts, and FLOPs per token at `seq_len`.
-
-    FLOPs count every `nn.Linear` (2·in·out per token, task heads included) plus the attention matmuls
-    (QKᵀ and AV: 4·seq_len·heads·head_dim per token per layer). Embedding lookups and norms are not counted.
-    """
-    spec = spec or get_spec(model)
-    head_dim = spec.head_dim(model.config)
-    layers = model.base_model.get_submodule(spec.layers)
-    heads = [layer.get_submodule(spec.q).out_features // head_dim for layer in layers]
-    kv_heads = [layer.get_submodule(spec.k).out_features // head_dim for layer in layers]
-    ffn = [layer.get_submodule(spec.ffn_out).in_features for layer in layers]
-    params = sum(p.numel() for p in model.parameters())
-    embedding = sum(p.numel() for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters(False))
-    linear = sum(2 * m.in_features * m.out_features for m in model.modules() if isinstance(m, nn.Linear))
-    attention = sum(4 * seq_len * h * head_dim for h in heads)
-    return ModelShape(heads, kv_heads, ffn, params, params - embedding, linear + attention)
 
 
 def reference_inputs(model: nn.Module, batch: int = 2, seq_len: int = 16, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -291,13 +201,5 @@ def slim_model(
                 f"A group of {type(model).__name__} that looked zero is not zero-invariant; please report this bug."
             )
         slim._oto_reference = {"inputs": inputs, "outputs": expected, "tolerance": tolerance}
-    slim.config.oto_report = {
-        "seq_len": seq_len,
-        "params": [report.dense.params, report.slim.params],
-        "non_embedding_params": [report.dense.non_embedding_params, report.slim.non_embedding_params],
-        "flops_per_token": [report.dense.flops_per_token, report.slim.flops_per_token],
-        "dense_heads": report.dense.heads,
-        "dense_kv_heads": report.dense.kv_heads,
-        "dense_ffn": report.dense.ffn,
-    }
+    slim.config.oto_report = report.to_config()
     return slim, report

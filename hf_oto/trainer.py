@@ -24,13 +24,14 @@ from huggingface_hub import HfApi
 from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import HubStrategy
 
+from .accounting import SlimReport, model_shape, removed_costs
 from .architectures import base_model_type, get_spec
 from .groups import ATTENTION, FFN, GroupSet, build_groups
 from .model_card import PLOT_FILE, plot_layers, render_model_card
 from .modeling_oto import auto_class_name, staged_save
 from .optim import HSPG, MAX_PROJECTION_DEADLINE, SALIENCIES, VARIANTS, hyperparameter_problems, structure_quotas
 from .optim.hyperparameters import DEFAULT_PROJECTION_DEADLINE, DEFAULT_SALIENCY, is_number, n_p_from_number
-from .slim import SlimReport, model_shape, slim_model
+from .slim import slim_model
 
 logger = logging.getLogger(__name__)
 
@@ -339,7 +340,7 @@ class OTOTrainer(Trainer):
             return {}
         report = hspg.sparsity_report()
         zero = hspg.zero_mask().cpu()
-        params_removed, flops_removed = _removed_costs(self.oto_groups, zero, self.args.oto_flops_seq_len)
+        params_removed, flops_removed = removed_costs(self.oto_groups, zero, self.args.oto_flops_seq_len)
         dense = self._oto_dense_shape
         return {
             "oto/group_sparsity": float(report["group_sparsity"]),
@@ -380,70 +381,80 @@ class OTOTrainer(Trainer):
             self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
 
     def _save_slim(self, output_dir: str) -> None:
+        """Slim the trained model, write its folder atomically, and remember what was saved."""
+        slim, report = self._slim_trained_model()
+        # Staged inside output_dir and committed by one atomic switch (see modeling_oto.commit_staged): a crash
+        # leaves the old model or the new one, output_dir may be a mount point, and no copy lands outside it.
+        with staged_save(output_dir) as staging:
+            self._write_slim_folder(staging, slim, report, output_dir)
+            files = sorted(os.listdir(staging))
+        self.slim_report, self.slim_model, self._oto_saved_files = report, slim, files
+        logger.info("Saved the slim model to %s:\n%s", output_dir, report)
+
+    def _slim_trained_model(self) -> tuple[PreTrainedModel, SlimReport]:
+        """The slim model and its report, checked against the trained group-sparse model (`slim_model`)."""
         model = self.accelerator.unwrap_model(self.model)
         groups = self.oto_groups if self.oto_groups is not None else self._build_groups(model)
         with _original_forward(model):
-            slim, report = slim_model(
+            return slim_model(
                 model,
                 groups,
                 seq_len=self.args.oto_flops_seq_len,
                 tolerance=self.args.oto_verify_tolerance,
                 settings=self.args.oto_settings(),
             )
-        # Staged inside output_dir and committed by one atomic switch (see modeling_oto.commit_staged): a crash
-        # leaves the old model or the new one, output_dir may be a mount point, and no copy lands outside it.
-        with staged_save(output_dir) as staging:
-            slim.save_pretrained(staging)
-            tokenizer = self.processing_class
-            if tokenizer is None and getattr(self.data_collator, "tokenizer", None) is not None:
-                tokenizer = self.data_collator.tokenizer
-            if tokenizer is not None:
-                tokenizer.save_pretrained(staging)
-            else:
-                logger.warning(
-                    "OTOTrainer has no tokenizer or processor: saved the slim model without one. Pass "
-                    "processing_class=<your tokenizer> to OTOTrainer to save it next to the model."
-                )
-            with open(os.path.join(staging, "training_args.json"), "w") as handle:
-                handle.write(self.args.to_json_string())
-            self.slim_report, self.slim_model = report, slim
-            self._write_card(staging, slim)
-            files = sorted(os.listdir(staging))
-        self._oto_saved_files = files
-        logger.info("Saved the slim model to %s:\n%s", output_dir, report)
 
-    def _card_text(self, slim: PreTrainedModel, **overrides: Any) -> str:
-        model_name = overrides.pop("model_name", None) or (
-            self.args.hub_model_id.split("/")[-1]
-            if self.args.hub_model_id
-            else os.path.basename(os.path.abspath(self.args.output_dir))
-        )
+    def _write_slim_folder(self, staging: str, slim: PreTrainedModel, report: SlimReport, output_dir: str) -> None:
+        """Weights, config and code, the tokenizer, the training arguments, the card and its plot into `staging`."""
+        slim.save_pretrained(staging)
+        tokenizer = self.processing_class
+        if tokenizer is None and getattr(self.data_collator, "tokenizer", None) is not None:
+            tokenizer = self.data_collator.tokenizer
+        if tokenizer is not None:
+            tokenizer.save_pretrained(staging)
+        else:
+            logger.warning(
+                "OTOTrainer has no tokenizer or processor: saved the slim model without one. Pass "
+                "processing_class=<your tokenizer> to OTOTrainer to save it next to the model."
+            )
+        with open(os.path.join(staging, "training_args.json"), "w") as handle:
+            handle.write(self.args.to_json_string())
+        self._write_card(staging, slim, report, output_dir)
+
+    def _card_text(self, folder: str, slim: PreTrainedModel, report: SlimReport, **overrides: Any) -> str:
+        """The card of the slim model saved to `folder`: titled with the Hub repo id when pushing (the repo that
+        push_to_hub created, with the user's namespace), else with the folder's name."""
+        folder_name = os.path.basename(os.path.abspath(folder))
+        title = overrides.pop("model_name", None) or self.hub_model_id or folder_name
         source = getattr(self.accelerator.unwrap_model(self.model).config, "_name_or_path", "") or None
         finetuned = overrides.pop("finetuned_from", None) or source
         # YAML `datasets` lists Hub dataset ids: Trainer's `dataset_tags`; `dataset` is its display name, a fallback.
         dataset_tags, dataset = overrides.pop("dataset_tags", None), overrides.pop("dataset", None)
-        dataset = dataset_tags or dataset
+        datasets = dataset_tags or dataset
         tags = overrides.pop("tags", None)
         return render_model_card(
-            self.slim_report,
-            model_name=model_name,
-            # the repo push_to_hub created (create_repo adds the user's namespace when hub_model_id has none)
-            repo_id=self.hub_model_id or self.args.hub_model_id or model_name,
+            report,
+            title=title,
+            repo_id=self.hub_model_id or self.args.hub_model_id or folder_name,
             auto_class=auto_class_name(type(slim)._oto_base_class),
             base_model=finetuned if finetuned and not os.path.isdir(finetuned) else None,
             base_model_type=base_model_type(slim.config),
             settings=self.args.oto_settings(),
             metrics=self._latest_eval_metrics(),
-            datasets=[dataset] if isinstance(dataset, str) else dataset,
+            datasets=[datasets] if isinstance(datasets, str) else datasets,
+            dataset_name=dataset if isinstance(dataset, str) else None,
             tags=[tags] if isinstance(tags, str) else tags,
             language=overrides.pop("language", None),
             license=overrides.pop("license", None),
         )
 
-    def _write_card(self, folder: str, slim: PreTrainedModel, **overrides: Any) -> None:
-        with open(os.path.join(folder, "README.md"), "w", encoding="utf-8") as handle:
-            handle.write(self._card_text(slim, **overrides))
-        plot_layers(self.slim_report, os.path.join(folder, PLOT_FILE))
+    def _write_card(
+        self, staging: str, slim: PreTrainedModel, report: SlimReport, folder: str | None = None, **overrides: Any
+    ) -> None:
+        """README.md and the plot into `staging`, for the slim model that ends up in `folder` (default: staging)."""
+        with open(os.path.join(staging, "README.md"), "w", encoding="utf-8") as handle:
+            handle.write(self._card_text(folder or staging, slim, report, **overrides))
+        plot_layers(report, os.path.join(staging, PLOT_FILE))
 
     def _latest_eval_metrics(self) -> dict[str, float]:
         for entry in reversed(self.state.log_history):
@@ -459,7 +470,7 @@ class OTOTrainer(Trainer):
         if not self.is_world_process_zero() or self.slim_model is None:
             return
         kwargs.pop("tasks", None), kwargs.pop("dataset_args", None)
-        self._write_card(self.args.output_dir, self.slim_model, **kwargs)
+        self._write_card(self.args.output_dir, self.slim_model, self.slim_report, **kwargs)
 
     def push_to_hub(
         self,
@@ -568,22 +579,6 @@ def _check_process_group(args: TrainingArguments) -> None:
             "process group, so each process would train and save on its own. On a machine without GPUs pass "
             "use_cpu=True (--use_cpu) to OTOTrainingArguments so that accelerate uses the gloo backend."
         )
-
-
-def _removed_costs(groups: GroupSet, zero: torch.Tensor, seq_len: int) -> tuple[float, float]:
-    """Parameters and FLOPs per token removed by the zero groups (per-block constants, no per-group loop)."""
-    params = flops = 0.0
-    for block, (start, end) in zip(groups.blocks, groups.block_ranges(), strict=True):
-        count = float(zero[start:end].sum())
-        if not count:
-            continue
-        weights = sum(p.param.numel() for p in block.slices if p.param.dim() == 2) / block.num_groups
-        params += count * block.group_size
-        flops += count * 2 * weights
-        if block.structure == ATTENTION:
-            head_dim = block.slices[0].param.shape[0] // (block.num_groups * (block.queries_per_group))
-            flops += count * 4 * seq_len * head_dim * block.queries_per_group
-    return params, flops
 
 
 __all__ = ["OTOTrainer", "OTOTrainingArguments", "loss_uses_num_items_in_batch"]

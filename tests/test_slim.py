@@ -239,7 +239,7 @@ def test_report_counts_and_str():
     head_dim, seq = 8, 64
     assert report.dense.flops_per_token - report.slim.flops_per_token == 2 * 4 * 32 * 32 + 4 * seq * 4 * head_dim
     text = str(report)
-    assert "0/4" in text and "FLOPs/token @64" in text
+    assert "0/4" in text and "FLOPs per token (seq len 64)" in text
 
 
 def test_unsupported_model_names_type_and_supported_ones():

@@ -99,6 +99,7 @@ def test_push_to_hub_uploads_only_the_slim_folder(tmp_path, hub, tiny_tokenizer)
     assert metadata["datasets"] == ["glue"]
     assert "## Per-layer structure kept" in card and "More information needed" not in card
     assert 'from_pretrained("tester/tiny-oto", trust_remote_code=True)' in card  # the repo it was pushed to
+    assert "\n# tester/tiny-oto\n" in card  # titled with the repo id, namespace included
     assert commit.files["oto_layers.png"].startswith(b"\x89PNG\r\n\x1a\n")
 
 

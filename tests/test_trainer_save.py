@@ -149,6 +149,16 @@ def test_model_card(trained, tmp_path, monkeypatch):
     assert "More information needed" not in card and "fine-tuned version of" not in card  # Trainer's card
 
 
+def test_card_title_is_the_saved_folder_name(trained, tmp_path, monkeypatch):
+    """Saved to another folder than output_dir (as `hf-oto demo` does), the card is titled with the folder it
+    is in, never with the Trainer's working folder."""
+    monkeypatch.setattr(trained.args, "output_dir", str(tmp_path / "trainer"))
+    trained.save_model(str(tmp_path / "my-slim-model"))
+    card = (tmp_path / "my-slim-model" / "README.md").read_text()
+    assert "\n# my-slim-model\n" in card and "# trainer" not in card
+    assert 'from_pretrained("my-slim-model")' in card
+
+
 def test_card_without_evaluation_or_base_model(tmp_path):
     """Before any training or evaluation: no metrics in the metadata, no base_model for a model built from a
     config, and the card says no evaluation ran. Saving works before train() too."""

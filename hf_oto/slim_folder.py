@@ -1,0 +1,42 @@
+"""Reading a saved slim folder's `config.json`: the one place that checks it is an hf_oto slim model."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from .configuration_oto import oto_fields_problem
+from .errors import OTOLoadError
+
+PER_LAYER_FIELDS = ("oto_num_attention_heads", "oto_num_key_value_heads", "oto_intermediate_sizes")
+
+
+def read_slim_config(folder: str | os.PathLike) -> dict[str, Any]:
+    """The ``config.json`` of a saved hf_oto slim model, or `OTOLoadError` saying in one line why `folder` is not
+    one (missing, not a folder, no or unreadable config.json, a stock model)."""
+    folder = os.fspath(folder)
+    if not os.path.exists(folder):
+        raise OTOLoadError(f"{folder} does not exist")
+    if not os.path.isdir(folder):
+        raise OTOLoadError(f"{folder} is not a folder; pass the folder that save_model / save_pretrained wrote")
+    path = os.path.join(folder, "config.json")
+    if not os.path.isfile(path):
+        raise OTOLoadError(f"{folder} has no config.json; it is not a saved model folder")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            config = json.load(handle)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise OTOLoadError(f"{path} is not readable JSON ({error})") from None
+    if not isinstance(config, dict):
+        raise OTOLoadError(f"{path} is not a model config (expected a JSON object)")
+    model_type = str(config.get("model_type", ""))
+    if not model_type.startswith("oto_") or any(key not in config for key in (*PER_LAYER_FIELDS, "oto_layout")):
+        raise OTOLoadError(
+            f"{folder} holds a {model_type or 'unknown'!r} model, not an hf_oto slim model "
+            "(train it with OTOTrainer, or slim it with hf_oto.slim_model)"
+        )
+    problem = oto_fields_problem(config)
+    if problem is not None:
+        raise OTOLoadError(f"{path}: {problem}")
+    return config
