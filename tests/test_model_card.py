@@ -29,7 +29,7 @@ def slimmed(model_type: str, pattern: str = "random", seq_len: int = 64):
 def test_removed_costs_equal_dense_minus_slim(model_type):
     """The costs that training logs from the zero masks equal what physically slimming removes."""
     _, groups, _, report = slimmed(model_type)
-    params, flops = removed_costs(groups, groups.zero_mask(), seq_len=64)
+    params, flops = removed_costs(groups, groups.zero_norm_mask(), seq_len=64)
     assert params > 0 and flops > 0
     assert params == report.dense.params - report.slim.params
     assert flops == report.dense.flops_per_token - report.slim.flops_per_token
