@@ -7,7 +7,6 @@ the same folder loads with `trust_remote_code=True` through the `auto_map` and t
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from typing import Any
@@ -17,8 +16,9 @@ from transformers import AutoConfig
 from transformers.models.auto import modeling_auto
 
 from .architectures import SPECS
-from .configuration_oto import OTO_PREFIX, oto_config_class, oto_fields_problem
+from .configuration_oto import OTO_PREFIX, oto_config_class
 from .modeling_oto import OTOLoadError, oto_model_class
+from .slim_folder import read_slim_config
 
 _AUTO_CLASSES = {
     "AutoModel": "MODEL_MAPPING_NAMES",
@@ -73,30 +73,6 @@ def has_tokenizer(folder: str | os.PathLike) -> bool:
     return any(os.path.isfile(os.path.join(folder, name)) for name in TOKENIZER_FILES)
 
 
-def _read_slim_config(folder: str) -> dict[str, Any]:
-    """The parsed config.json of a slim model folder, or `OTOLoadError` saying what is wrong with it."""
-    config_path = os.path.join(folder, "config.json")
-    if not os.path.isfile(config_path):
-        raise OTOLoadError(f"{folder} has no config.json; it is not a saved model folder.")
-    try:
-        with open(config_path) as handle:
-            config = json.load(handle)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise OTOLoadError(
-            f"{config_path} is not valid JSON ({error}); the file is corrupt: restore it or save the model again."
-        ) from None
-    if not isinstance(config, dict) or not str(config.get("model_type", "")).startswith("oto_"):
-        model_type = config.get("model_type") if isinstance(config, dict) else None
-        raise OTOLoadError(
-            f"{folder} holds a {model_type!r} model, not an hf_oto slim model; load it with "
-            "transformers' AutoModel classes, or slim it first with hf_oto.slim_model."
-        )
-    problem = oto_fields_problem(config)
-    if problem is not None:
-        raise OTOLoadError(f"{config_path}: {problem}")
-    return config
-
-
 def load_slim(path: str | os.PathLike, task: str | None = None, **kwargs: Any):
     """Load a saved slim model folder with its own task class (e.g. the QA head it was saved with).
 
@@ -109,7 +85,7 @@ def load_slim(path: str | os.PathLike, task: str | None = None, **kwargs: Any):
     register_auto_classes()
     local = os.fspath(path)
     if os.path.isdir(local):
-        config = _read_slim_config(local)
+        config = read_slim_config(local)
         architecture = (config.get("architectures") or [None])[0]
     elif os.path.exists(local) or not _REPO_ID.fullmatch(local):
         problem = "is not a folder" if os.path.exists(local) else "does not exist"

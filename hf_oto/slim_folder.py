@@ -9,8 +9,6 @@ from typing import Any
 from .configuration_oto import oto_fields_problem
 from .errors import OTOLoadError
 
-PER_LAYER_FIELDS = ("oto_num_attention_heads", "oto_num_key_value_heads", "oto_intermediate_sizes")
-
 
 def read_slim_config(folder: str | os.PathLike) -> dict[str, Any]:
     """The ``config.json`` of a saved hf_oto slim model, or `OTOLoadError` saying in one line why `folder` is not
@@ -27,14 +25,16 @@ def read_slim_config(folder: str | os.PathLike) -> dict[str, Any]:
         with open(path, encoding="utf-8") as handle:
             config = json.load(handle)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise OTOLoadError(f"{path} is not readable JSON ({error})") from None
+        raise OTOLoadError(
+            f"{path} is not valid JSON ({error}); the file is corrupt: restore it or save the model again"
+        ) from None
     if not isinstance(config, dict):
         raise OTOLoadError(f"{path} is not a model config (expected a JSON object)")
     model_type = str(config.get("model_type", ""))
-    if not model_type.startswith("oto_") or any(key not in config for key in (*PER_LAYER_FIELDS, "oto_layout")):
+    if not model_type.startswith("oto_"):
         raise OTOLoadError(
             f"{folder} holds a {model_type or 'unknown'!r} model, not an hf_oto slim model "
-            "(train it with OTOTrainer, or slim it with hf_oto.slim_model)"
+            "(load it with transformers' AutoModel classes; train it with OTOTrainer, or slim it with hf_oto.slim_model)"
         )
     problem = oto_fields_problem(config)
     if problem is not None:

@@ -95,7 +95,7 @@ def _fail_in_process(capsys, argv):
             lambda d: (d / "config.json").write_text('{"model_type": "bert", "hidden_size": 8}') and d,
             "not an hf_oto slim model",
         ),
-        (lambda d: (d / "config.json").write_text("{not json") and d, "not readable JSON"),
+        (lambda d: (d / "config.json").write_text("{not json") and d, "not valid JSON"),
     ],
     ids=["missing", "empty", "stock-model", "corrupt-json"],
 )
