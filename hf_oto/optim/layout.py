@@ -312,12 +312,16 @@ class GroupLayout:
         if len(present) != unit.layers:
             factors = factors[torch.tensor(present, device=factors.device)]
         stacked = self.stack(tensors, 2) if stacked is None else stacked
-        grouped_view = stacked.unflatten(unit.dims[j] + 1, (unit.num_groups, -1))
-        grouped_view.mul_(factors.to(stacked.dtype).view(unit.broadcast_shape(j, len(tensors))))
+        self.multiply_groups_(unit, j, stacked, factors)
         if addend is not None:
             stacked.add_(addend, alpha=alpha)
         if len(tensors) > 1:
             torch._foreach_copy_(tensors, list(stacked.unbind(0)))
+
+    def multiply_groups_(self, unit: Unit, j: int, stacked: Tensor, factors: Tensor) -> None:
+        """``stacked[l]``'s group g (position `j`) times ``factors[l, g]``, in place."""
+        grouped_view = stacked.unflatten(unit.dims[j] + 1, (unit.num_groups, -1))
+        grouped_view.mul_(factors.to(stacked.dtype).view(unit.broadcast_shape(j, len(stacked))))
 
     def positions(self, pg_index: int, present_ids):
         """(unit, slice position, present layers) for every unit position in param group `pg_index` whose

@@ -86,29 +86,12 @@ class ShardedGroupLayout(GroupLayout):
         stacked = self.stack(tensors, 2)
         return self.group_dots(unit, j, stacked, stacked)
 
-    def scale(
-        self,
-        unit: Unit,
-        j: int,
-        present: list[int],
-        tensors: list[Tensor],
-        factors: Tensor,
-        stacked: Tensor | None = None,
-        addend: Tensor | None = None,
-        alpha: float = 1.0,
-    ) -> None:
+    def multiply_groups_(self, unit: Unit, j: int, stacked: Tensor, factors: Tensor) -> None:
         if unit.dims[j]:  # every group is present along its dimension: the unsharded path works locally
-            return super().scale(unit, j, present, tensors, factors, stacked, addend, alpha)
-        if len(present) != unit.layers:
-            factors = factors[torch.tensor(present, device=factors.device)]
-        stacked = self.stack(tensors, 2) if stacked is None else stacked
+            return super().multiply_groups_(unit, j, stacked, factors)
         global_rows, offset = self._rows[id(unit.params[j][0])]
         per_row = factors[:, row_groups(offset, stacked.shape[1], global_rows, unit.num_groups, factors.device)]
         stacked.mul_(per_row.to(stacked.dtype).view(*per_row.shape, *[1] * (stacked.dim() - 2)))
-        if addend is not None:
-            stacked.add_(addend, alpha=alpha)
-        if len(tensors) > 1:
-            torch._foreach_copy_(tensors, list(stacked.unbind(0)))
 
     def fill_zero_(self, block: Block, indices: Tensor, state: dict) -> None:
         g = block.block.num_groups
