@@ -232,7 +232,8 @@ class OTOTrainer(Trainer):
         self.slim_report: SlimReport | None = None
         self.slim_model: PreTrainedModel | None = None
         self._oto_in_checkpoint = False
-        self._oto_saved_files: list[str] = []
+        self.slim_files: list[str] = []
+        """Names of the files the last slim `save_model()` wrote (what `push_to_hub` uploads)."""
         self._oto_dense_shape = None
         self.add_callback(SkippedStepClock)
         if self.model is not None:
@@ -388,7 +389,7 @@ class OTOTrainer(Trainer):
         with staged_save(output_dir) as staging:
             self._write_slim_folder(staging, slim, report, output_dir)
             files = sorted(os.listdir(staging))
-        self.slim_report, self.slim_model, self._oto_saved_files = report, slim, files
+        self.slim_report, self.slim_model, self.slim_files = report, slim, files
         logger.info("Saved the slim model to %s:\n%s", output_dir, report)
 
     def _slim_trained_model(self) -> tuple[PreTrainedModel, SlimReport]:
@@ -499,7 +500,7 @@ class OTOTrainer(Trainer):
             commit_message=commit_message,
             token=token,
             run_as_future=not blocking,
-            allow_patterns=list(self._oto_saved_files),
+            allow_patterns=list(self.slim_files),
             revision=revision if revision is not None else self.args.hub_revision,
         )
 
@@ -519,7 +520,7 @@ class OTOTrainer(Trainer):
             commit_message=f"Training in progress, step {self.state.global_step} (slim snapshot)",
             token=self.args.hub_token,
             run_as_future=True,
-            allow_patterns=list(self._oto_saved_files),
+            allow_patterns=list(self.slim_files),
             revision=self.args.hub_revision,
         )
         from transformers.utils.hub import PushInProgress

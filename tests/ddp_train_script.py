@@ -135,7 +135,7 @@ def main() -> None:
             "global_step": trainer.state.global_step,
             "losses": [entry["loss"] for entry in trainer.state.log_history if "loss" in entry],
             "grad_norms": [entry["grad_norm"] for entry in trainer.state.log_history if "grad_norm" in entry],
-            "saved_files": list(trainer._oto_saved_files),
+            "saved_files": list(trainer.slim_files),
             "has_slim_model": trainer.slim_model is not None,
         },
         os.path.join(cli.dump_dir, f"rank{rank}.pt"),
