@@ -104,9 +104,10 @@ def test_auto_classes_build_the_slim_class_on_first_lookup(tmp_path, model_type,
 @pytest.mark.parametrize("pipelines_first", [False, True], ids=["hf_oto-first", "transformers.pipelines-first"])
 def test_question_answering_pipeline_is_registered_either_import_order(tmp_path, tiny_tokenizer, pipelines_first):
     save_slim(tmp_path / "slim", "bert", transformers.BertForQuestionAnswering, tiny_tokenizer)
-    imports = "import transformers.pipelines\nimport hf_oto" if pipelines_first else "import hf_oto"
+    first = "transformers.pipelines" if pipelines_first else "json"
     answer = run_fresh(f"""
-        {imports}
+        import {first}
+        import hf_oto
         import json, transformers
         qa = transformers.pipeline("question-answering", model={str(tmp_path / "slim")!r})
         context = "alice was born in paris in 1984."
