@@ -263,6 +263,10 @@ def _validate_demo_args(args: argparse.Namespace) -> None:
         raise CLIError(f"--max_steps must be positive, got {args.max_steps}")
     if args.threads is not None and args.threads < 1:
         raise CLIError(f"--threads must be positive, got {args.threads}")
+    if not 1 <= args.min_people <= args.max_people:
+        raise CLIError(
+            f"--min_people and --max_people must satisfy 1 <= min <= max, got {args.min_people}, {args.max_people}"
+        )
     if args.tune_holdout is not None and not 0.0 < args.tune_holdout < 1.0:
         raise CLIError(f"--tune_holdout must be in (0, 1), got {args.tune_holdout}")
 
@@ -285,7 +289,7 @@ def _demo_data(args: argparse.Namespace, out: str) -> DemoData:
             train_paragraphs=args.train_paragraphs,
             validation_paragraphs=args.eval_paragraphs,
             seed=args.seed,
-            people_per_paragraph=(2, args.max_people),
+            people_per_paragraph=(args.min_people, args.max_people),
         )
         files = [("synthetic train set", train_path), ("synthetic eval set", eval_path)]
         train, evaluation = _load_questions(train_path), _load_questions(eval_path)
@@ -327,7 +331,26 @@ def _demo_model(args: argparse.Namespace, train_questions) -> tuple[Any, Any, st
     texts = [*train_questions["context"], *train_questions["question"]]
     tokenizer = build_wordpiece_tokenizer(dict.fromkeys(texts), vocab_size=args.vocab_size)
     model = AutoModelForQuestionAnswering.from_config(_demo_config(len(tokenizer), args))
+    if args.position_init == "sinusoidal":
+        _sinusoidal_positions(model.base_model.embeddings.position_embeddings.weight, model.config.initializer_range)
     return model, tokenizer, "BERT from scratch"
+
+
+def _sinusoidal_positions(weight, std: float) -> None:
+    """Start learned position embeddings at the sinusoids of "Attention is all you need", scaled to `std`.
+
+    An offset between two positions is then a fixed rotation of their embeddings, so "the token k places
+    before" is one linear map that attention learns early, instead of one pattern per absolute position."""
+    import math
+
+    import torch
+
+    positions, width = weight.shape
+    angles = torch.arange(positions)[:, None] * torch.exp(torch.arange(0, width, 2) * (-math.log(10000.0) / width))
+    table = torch.zeros(positions, width)
+    table[:, 0::2], table[:, 1::2] = torch.sin(angles), torch.cos(angles)
+    with torch.no_grad():
+        weight.copy_(table * (std / table.std()))
 
 
 def _window(args: argparse.Namespace, tokenizer) -> dict[str, Any]:
@@ -521,8 +544,7 @@ def demo_command(args: argparse.Namespace) -> int:
         f"{args.target_sparsity}; scored on the {data.evaluation_name}"
     )
     print("\n".join(format_demo_table(title, report, scores, args.latency_rounds) + format_example(example, answer)))
-    files = [*data.files, ("slim model (Hub format)", slim_dir)]
-    results = {
+    record = {
         "model": model_name,
         "data": data.name,
         "evaluated_on": data.evaluation_name,
@@ -537,14 +559,20 @@ def demo_command(args: argparse.Namespace) -> int:
             "answer": answer["answer"],
             "reference": example["answers"]["text"][0],
         },  # fmt: skip
-        "wall_time_s": time.perf_counter() - started,
     }
-    files.append(("results", _write_json(os.path.join(out, "demo_results.json"), results)))
-    print(f"\nFinished in {time.perf_counter() - started:.0f}s. Wrote:")
-    for label, path in files:
-        print(f"  {label:<24}{path}")
-    print(f"Inspect the slim model with: hf-oto inspect {slim_dir}")
+    _write_results(out, [*data.files, ("slim model (Hub format)", slim_dir)], record, started)
     return 0
+
+
+def _write_results(out: str, files: list[tuple[str, str]], record: dict[str, Any], started: float) -> None:
+    """Write ``demo_results.json`` (with the wall time), then list every file the demo wrote."""
+    path = os.path.join(out, "demo_results.json")
+    with open(path, "w") as handle:
+        json.dump({**record, "wall_time_s": time.perf_counter() - started}, handle, indent=2)
+    print(f"\nFinished in {time.perf_counter() - started:.0f}s. Wrote:")
+    for label, written in [*files, ("results", path)]:
+        print(f"  {label:<24}{written}")
+    print(f"Inspect the slim model with: hf-oto inspect {os.path.join(out, 'slim-model')}")
 
 
 def _quiet_heavy_imports(args: argparse.Namespace) -> int:
@@ -560,12 +588,6 @@ def _quiet_heavy_imports(args: argparse.Namespace) -> int:
     threads = choose_thread_count(args.threads)
     torch.set_num_threads(threads)
     return threads
-
-
-def _write_json(path: str, data: dict[str, Any]) -> str:
-    with open(path, "w") as handle:
-        json.dump(data, handle, indent=2)
-    return path
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -592,13 +614,22 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--train_paragraphs", type=int, default=1500, help="synthetic training paragraphs (4 questions each)"
     )
-    demo.add_argument("--max_people", type=int, default=4, help="synthetic paragraphs describe 2 to this many people")
+    demo.add_argument(
+        "--min_people", type=int, default=2, help="synthetic paragraphs describe at least this many people"
+    )
+    demo.add_argument("--max_people", type=int, default=4, help="... and at most this many")
     demo.add_argument("--eval_paragraphs", type=int, default=100, help="synthetic evaluation paragraphs")
     demo.add_argument("--max_eval_questions", type=int, default=None, help="score on at most this many questions")
     demo.add_argument("--vocab_size", type=int, default=2000, help="WordPiece vocabulary when training from scratch")
     demo.add_argument("--hidden_size", type=int, default=64, help="from-scratch BERT: hidden size (FFN is 4x)")
     demo.add_argument("--num_layers", type=int, default=3, help="from-scratch BERT: layers")
     demo.add_argument("--num_heads", type=int, default=4, help="from-scratch BERT: attention heads per layer")
+    demo.add_argument(
+        "--position_init",
+        choices=("sinusoidal", "random"),
+        default="sinusoidal",
+        help="from-scratch BERT: start position embeddings at sinusoids or at random",
+    )
     demo.add_argument("--latency_batch", type=int, default=32)
     demo.add_argument("--latency_rounds", type=int, default=20)
     demo.add_argument("--seed", type=int, default=0)

@@ -1,11 +1,16 @@
 """A seeded, self-generated SQuAD v1.1-format question-answering set, and a WordPiece tokenizer built from it.
 
-`hf-oto demo` needs a reading-comprehension task that runs offline and trains in minutes on a CPU. Each
-paragraph introduces several people, each with a birthplace, a birth year and a job, in sentences whose
-templates and order vary; the people, places, years and jobs are drawn at random, and every paragraph holds
+`hf-oto demo` needs a reading-comprehension task that runs offline and that a small BERT trained from scratch
+learns in minutes on a CPU. Each paragraph introduces several people, each with a birthplace, a birth year
+and a job, drawn at random. Every fact is a short sentence that starts with the person's name ("Mara
+Lindqvist was born in Lisbon."), and the facts of all people are shuffled together, so every paragraph holds
 distractors of every kind. A question asks about one fact of one person ("Where was Mara Lindqvist born?")
 or the reverse ("Who works as a pilot?"). To answer, a model must find the sentence about the entity named
-in the question and pick the right slot in it: no position, template or word gives the answer away.
+in the question and pick the right slot in it: no position or word gives the answer away. The answer sits a
+few words from the name, always at the same distance for one kind of fact; a model with a sense of relative
+position (see the sinusoidal start of the demo's position embeddings) learns that quickly, where the
+earlier version of this set (one long sentence per person, six templates) left a small BERT guessing which
+person a question was about.
 
 The output is the nested SQuAD v1.1 JSON (``{"version", "data": [{"title", "paragraphs": [{"context",
 "qas": [{"id", "question", "answers": [{"text", "answer_start"}]}]}]}]}``), so the same code reads it and
@@ -57,17 +62,14 @@ _FILLERS = (
     "Not everyone in the town agreed on every detail.",
 )
 
-# Sentence templates about one person: {name} {city} {year} {job}, each slot used exactly once ({a} is a/an).
-_TEMPLATES = (
-    "{name} was born in {city} in {year} and works as {a} {job}.",
-    "{name}, {a} {job}, was born in {year} in {city}.",
-    "Born in {city} in {year}, {name} later became {a} {job}.",
-    "In {year}, {name} was born in {city}; today {name_again} works as {a} {job}.",
-    "The {job} {name} was born in {city} in the year {year}.",
-    "{name} works as {a} {job} and was born in {city} in {year}.",
-)
+# One sentence per fact, the person's name first: {name} and the fact's slot ({a} is a/an).
+_FACT_TEMPLATES = {
+    "city": ("{name} was born in {city}.", "{name} was born in the city of {city}."),
+    "year": ("{name} was born in {year}.", "{name} was born in the year {year}."),
+    "job": ("{name} works as {a} {job}.", "{name} is {a} {job}.", "{name} earns a living as {a} {job}."),
+}
 
-# Questions: (slot asked, template). The {key} slot in the template names the person or fact asked about.
+# Questions: (kind asked, templates). The question names the person, or the fact for the "name_by" kinds.
 _QUESTIONS = {
     "city": ("Where was {name} born?", "In which city was {name} born?", "What is the birthplace of {name}?"),
     "year": ("In what year was {name} born?", "When was {name} born?", "What year was {name} born in?"),
@@ -81,10 +83,10 @@ def _indefinite_article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
 
-def _person_sentence(rng: random.Random, person: dict[str, str], offset: int) -> tuple[str, dict[str, int]]:
-    """One sentence about `person` and the character offset (in the paragraph) of each of its slots."""
-    template = rng.choice(_TEMPLATES)
-    values = {**person, "name_again": person["name"].split()[0], "a": _indefinite_article(person["job"])}
+def _fact_sentence(rng: random.Random, person: dict[str, str], kind: str, offset: int) -> tuple[str, dict[str, int]]:
+    """One sentence stating `kind` of `person`, and the character offset (in the paragraph) of each slot in it."""
+    template = rng.choice(_FACT_TEMPLATES[kind])
+    values = {**person, "a": _indefinite_article(person["job"])}
     text, spans, position = "", {}, 0
     while position < len(template):
         start = template.find("{", position)
@@ -94,17 +96,18 @@ def _person_sentence(rng: random.Random, person: dict[str, str], offset: int) ->
         text += template[position:start]
         end = template.index("}", start)
         key = template[start + 1 : end]
-        if key in person and key not in spans:
+        if key in person:
             spans[key] = offset + len(text)
         text += values[key]
         position = end + 1
-    if text[0].islower():
-        text = text[0].upper() + text[1:]
     return text, spans
 
 
 def _paragraph(rng: random.Random, num_people: int, questions_per_paragraph: int, id_prefix: str) -> dict[str, Any]:
-    """A paragraph of `num_people` people with distinct names, cities, years and jobs, and its questions."""
+    """A paragraph of `num_people` people with distinct names, cities, years and jobs, and its questions.
+
+    Every fact is its own sentence, and the facts of all people are shuffled together: the sentence that
+    answers a question is found only by the name (or fact) the question names, never by its place."""
     first_names = rng.sample(FIRST_NAMES, num_people)
     last_names = [rng.choice(LAST_NAMES) for _ in range(num_people)]
     cities = rng.sample(CITIES, num_people)
@@ -114,28 +117,29 @@ def _paragraph(rng: random.Random, num_people: int, questions_per_paragraph: int
         {"name": f"{f} {last}", "city": c, "year": y, "job": j}
         for f, last, c, y, j in zip(first_names, last_names, cities, years, jobs)
     ]
-    sentences, spans = [], []
-    offset = 0
-    filler_at = rng.randrange(num_people + 1) if rng.random() < 0.5 else -1
-    for index, person in enumerate(people + [None]):
-        if index == filler_at:
-            sentences.append(rng.choice(_FILLERS))
-            offset += len(sentences[-1]) + 1
-        if person is None:
-            break
-        sentence, person_spans = _person_sentence(rng, person, offset)
+    facts = [(p, kind) for p in range(num_people) for kind in _FACT_TEMPLATES]
+    rng.shuffle(facts)
+    if rng.random() < 0.5:
+        facts.insert(rng.randrange(len(facts) + 1), (None, None))
+    sentences, spans, offset = [], [{} for _ in people], 0
+    for p, kind in facts:
+        if p is None:
+            sentence = rng.choice(_FILLERS)
+        else:
+            sentence, fact_spans = _fact_sentence(rng, people[p], kind, offset)
+            spans[p][kind] = fact_spans[kind]
+            spans[p].setdefault("name_by_" + kind, fact_spans["name"])
         sentences.append(sentence)
-        spans.append(person_spans)
         offset += len(sentence) + 1
     context = " ".join(sentences)
 
     candidates = [(p, kind) for p in range(num_people) for kind in _QUESTIONS]
     qas = []
     for number, (p, kind) in enumerate(rng.sample(candidates, min(questions_per_paragraph, len(candidates)))):
-        person, person_spans = people[p], spans[p]
+        person = people[p]
         question = rng.choice(_QUESTIONS[kind]).format(**person, a=_indefinite_article(person["job"]))
-        slot = "name" if kind.startswith("name_by") else kind
-        answer, start = person[slot], person_spans[slot]
+        answer = person["name"] if kind.startswith("name_by") else person[kind]
+        start = spans[p][kind]
         assert context[start : start + len(answer)] == answer, "answer offset out of sync with the context"
         qas.append(
             {"id": f"{id_prefix}-{number}", "question": question, "answers": [{"text": answer, "answer_start": start}]}
