@@ -277,7 +277,7 @@ def _demo_data(args: argparse.Namespace, out: str) -> DemoData:
     With `--tune_holdout`, the evaluation questions are held-out articles of the training data instead, so that
     settings are chosen without looking at the evaluation set."""
     from .qa import split_by_article
-    from .synthetic_qa import write_squad_splits
+    from .synthetic_qa import FACT_QUESTIONS, QUESTION_KINDS, write_squad_splits
 
     files: list[tuple[str, str]] = []
     if args.data is not None:
@@ -290,6 +290,7 @@ def _demo_data(args: argparse.Namespace, out: str) -> DemoData:
             validation_paragraphs=args.eval_paragraphs,
             seed=args.seed,
             people_per_paragraph=(args.min_people, args.max_people),
+            question_kinds=QUESTION_KINDS if args.architecture == "bert" else FACT_QUESTIONS,
         )
         files = [("synthetic train set", train_path), ("synthetic eval set", eval_path)]
         train, evaluation = _load_questions(train_path), _load_questions(eval_path)
@@ -303,19 +304,24 @@ def _demo_data(args: argparse.Namespace, out: str) -> DemoData:
 
 
 def _demo_config(vocab_size: int, args: argparse.Namespace):
-    """The from-scratch BERT of the demo: small enough to train in minutes on 2 CPU cores."""
-    from transformers import BertConfig
+    """The from-scratch model of the demo: small enough to train in minutes on 2 CPU cores.
 
-    return BertConfig(
+    ``llama`` (the default) reads left to right with rotary positions: "the name k words back" is the same
+    rotation everywhere, and pre-norm layers train fast from scratch. ``bert`` is bidirectional with learned
+    absolute positions."""
+    from transformers import BertConfig, LlamaConfig
+
+    shape = dict(
         vocab_size=vocab_size,
         hidden_size=args.hidden_size,
         num_hidden_layers=args.num_layers,
         num_attention_heads=args.num_heads,
         intermediate_size=4 * args.hidden_size,
         max_position_embeddings=max(128, args.max_seq_length),
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
     )
+    if args.architecture == "llama":
+        return LlamaConfig(**shape, num_key_value_heads=args.num_heads, tie_word_embeddings=False)
+    return BertConfig(**shape, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 
 
 def _demo_model(args: argparse.Namespace, train_questions) -> tuple[Any, Any, str]:
@@ -329,11 +335,13 @@ def _demo_model(args: argparse.Namespace, train_questions) -> tuple[Any, Any, st
         model = AutoModelForQuestionAnswering.from_pretrained(args.model)
         return model, tokenizer, args.model  # as typed: a package folder is often just ".../model"
     texts = [*train_questions["context"], *train_questions["question"]]
-    tokenizer = build_wordpiece_tokenizer(dict.fromkeys(texts), vocab_size=args.vocab_size)
+    tokenizer = build_wordpiece_tokenizer(
+        dict.fromkeys(texts), vocab_size=args.vocab_size, token_type_ids=args.architecture == "bert"
+    )
     model = AutoModelForQuestionAnswering.from_config(_demo_config(len(tokenizer), args))
-    if args.position_init == "sinusoidal":
+    if args.architecture == "bert" and args.position_init == "sinusoidal":
         _sinusoidal_positions(model.base_model.embeddings.position_embeddings.weight, model.config.initializer_range)
-    return model, tokenizer, "BERT from scratch"
+    return model, tokenizer, f"{'LLaMA' if args.architecture == 'llama' else 'BERT'} from scratch"
 
 
 def _sinusoidal_positions(weight, std: float) -> None:
@@ -527,7 +535,9 @@ def demo_command(args: argparse.Namespace) -> int:
     print(
         f"      {len(data.train)} training and {len(data.evaluation)} {data.evaluation_name} questions from {data.name}"
     )
-    step(2, f"loading {args.model}" if args.model else "building a WordPiece tokenizer and a small BERT from scratch")
+    step(
+        2, f"loading {args.model}" if args.model else f"building a WordPiece tokenizer and a small {args.architecture}"
+    )
     model, tokenizer, model_name = _demo_model(args, data.train)
     step(3, f"training {model_name} with OTOTrainer (target group sparsity {args.target_sparsity}, {threads} threads)")
     trainer = _train(args, out, model, tokenizer, data.train)
@@ -621,9 +631,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--eval_paragraphs", type=int, default=100, help="synthetic evaluation paragraphs")
     demo.add_argument("--max_eval_questions", type=int, default=None, help="score on at most this many questions")
     demo.add_argument("--vocab_size", type=int, default=2000, help="WordPiece vocabulary when training from scratch")
-    demo.add_argument("--hidden_size", type=int, default=64, help="from-scratch BERT: hidden size (FFN is 4x)")
-    demo.add_argument("--num_layers", type=int, default=3, help="from-scratch BERT: layers")
-    demo.add_argument("--num_heads", type=int, default=4, help="from-scratch BERT: attention heads per layer")
+    demo.add_argument(
+        "--architecture", choices=("llama", "bert"), default="llama", help="the from-scratch model's family"
+    )
+    demo.add_argument("--hidden_size", type=int, default=64, help="from-scratch model: hidden size (FFN is 4x)")
+    demo.add_argument("--num_layers", type=int, default=3, help="from-scratch model: layers")
+    demo.add_argument("--num_heads", type=int, default=4, help="from-scratch model: attention heads per layer")
     demo.add_argument(
         "--position_init",
         choices=("sinusoidal", "random"),

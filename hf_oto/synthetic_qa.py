@@ -62,11 +62,12 @@ _FILLERS = (
     "Not everyone in the town agreed on every detail.",
 )
 
-# One sentence per fact, the person's name first: {name} and the fact's slot ({a} is a/an).
+# One sentence per fact, the person's name first ({a} is a/an). The answer is always the fifth word after the
+# name's first word: the same distance for every fact.
 _FACT_TEMPLATES = {
-    "city": ("{name} was born in {city}.", "{name} was born in the city of {city}."),
-    "year": ("{name} was born in {year}.", "{name} was born in the year {year}."),
-    "job": ("{name} works as {a} {job}.", "{name} is {a} {job}.", "{name} earns a living as {a} {job}."),
+    "city": ("{name} was born in {city}.",),
+    "year": ("{name} was born in {year}.",),
+    "job": ("{name} works as {a} {job}.",),
 }
 
 # Questions: (kind asked, templates). The question names the person, or the fact for the "name_by" kinds.
@@ -77,6 +78,10 @@ _QUESTIONS = {
     "name_by_job": ("Who works as {a} {job}?", "Which person is {a} {job}?"),
     "name_by_city": ("Who was born in {city}?", "Which person was born in {city}?"),
 }
+
+
+QUESTION_KINDS: tuple[str, ...] = tuple(_QUESTIONS)
+FACT_QUESTIONS: tuple[str, ...] = ("city", "year", "job")
 
 
 def _indefinite_article(word: str) -> str:
@@ -103,7 +108,9 @@ def _fact_sentence(rng: random.Random, person: dict[str, str], kind: str, offset
     return text, spans
 
 
-def _paragraph(rng: random.Random, num_people: int, questions_per_paragraph: int, id_prefix: str) -> dict[str, Any]:
+def _paragraph(
+    rng: random.Random, num_people: int, questions_per_paragraph: int, id_prefix: str, kinds: tuple[str, ...]
+) -> dict[str, Any]:
     """A paragraph of `num_people` people with distinct names, cities, years and jobs, and its questions.
 
     Every fact is its own sentence, and the facts of all people are shuffled together: the sentence that
@@ -133,7 +140,7 @@ def _paragraph(rng: random.Random, num_people: int, questions_per_paragraph: int
         offset += len(sentence) + 1
     context = " ".join(sentences)
 
-    candidates = [(p, kind) for p in range(num_people) for kind in _QUESTIONS]
+    candidates = [(p, kind) for p in range(num_people) for kind in kinds]
     qas = []
     for number, (p, kind) in enumerate(rng.sample(candidates, min(questions_per_paragraph, len(candidates)))):
         person = people[p]
@@ -154,6 +161,7 @@ def generate_squad(
     people_per_paragraph: tuple[int, int] = (3, 5),
     questions_per_paragraph: int = 4,
     paragraphs_per_article: int = 20,
+    question_kinds: tuple[str, ...] = QUESTION_KINDS,
 ) -> dict[str, Any]:
     """A SQuAD v1.1-format dataset of `num_paragraphs` generated paragraphs (deterministic in `seed`).
 
@@ -163,7 +171,13 @@ def generate_squad(
         people_per_paragraph: inclusive range of people per paragraph (every one a distractor for the others).
         questions_per_paragraph: questions asked per paragraph, about distinct (person, question kind) pairs.
         paragraphs_per_article: paragraphs grouped under one article title.
+        question_kinds: which questions to ask: a fact of a person (`FACT_QUESTIONS`) and/or the person with
+            a fact ("name_by_job", "name_by_city"). A left-to-right model cannot find a person from a fact
+            stated after the name, so it gets `FACT_QUESTIONS` only.
     """
+    unknown = set(question_kinds) - set(QUESTION_KINDS)
+    if not question_kinds or unknown:
+        raise ValueError(f"question_kinds must be a non-empty subset of {QUESTION_KINDS}, got {question_kinds}")
     low, high = people_per_paragraph
     if not 1 <= low <= high <= min(len(CITIES), len(JOBS), len(FIRST_NAMES)):
         raise ValueError(
@@ -175,7 +189,9 @@ def generate_squad(
         if index % paragraphs_per_article == 0:
             title = f"{rng.choice(_ARTICLE_TOPICS)} {len(articles) + 1}"
             articles.append({"title": title, "paragraphs": []})
-        paragraph = _paragraph(rng, rng.randint(low, high), questions_per_paragraph, f"s{seed}-p{index}")
+        paragraph = _paragraph(
+            rng, rng.randint(low, high), questions_per_paragraph, f"s{seed}-p{index}", tuple(question_kinds)
+        )
         articles[-1]["paragraphs"].append(paragraph)
     return {"version": "1.1", "data": articles}
 
@@ -208,12 +224,15 @@ def squad_texts(squad: dict[str, Any]) -> Iterable[str]:
                 yield qa["question"]
 
 
-def build_wordpiece_tokenizer(texts: Iterable[str], vocab_size: int = 2000, *, lowercase: bool = True):
+def build_wordpiece_tokenizer(
+    texts: Iterable[str], vocab_size: int = 2000, *, lowercase: bool = True, token_type_ids: bool = True
+):
     """A BERT-style WordPiece tokenizer trained offline on `texts`, as a transformers fast tokenizer.
 
     It has BERT's special tokens ([PAD] [UNK] [CLS] [SEP] [MASK]), normalization and pair template
     (``[CLS] A [SEP] B [SEP]`` with token type ids 0/1), so `pipeline("question-answering")`, offset mappings
-    and `save_pretrained` work as with a stock BERT tokenizer.
+    and `save_pretrained` work as with a stock BERT tokenizer. Models without token types (LLaMA) pass
+    ``token_type_ids=False``.
     """
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
@@ -238,9 +257,18 @@ def build_wordpiece_tokenizer(texts: Iterable[str], vocab_size: int = 2000, *, l
         pad_token="[PAD]",
         cls_token="[CLS]",
         mask_token="[MASK]",
-        model_input_names=["input_ids", "token_type_ids", "attention_mask"],
+        model_input_names=["input_ids", "token_type_ids", "attention_mask"]
+        if token_type_ids
+        else ["input_ids", "attention_mask"],
         do_lower_case=lowercase,
     )
 
 
-__all__ = ["build_wordpiece_tokenizer", "generate_squad", "squad_texts", "write_squad_splits"]
+__all__ = [
+    "FACT_QUESTIONS",
+    "QUESTION_KINDS",
+    "build_wordpiece_tokenizer",
+    "generate_squad",
+    "squad_texts",
+    "write_squad_splits",
+]
