@@ -505,8 +505,8 @@ def format_demo_table(title: str, report: SlimReport, scores: DemoScores, rounds
     return lines
 
 
-def format_example(example: dict[str, Any], answer: dict[str, Any]) -> list[str]:
-    """The question, its context and the slim model's answer next to the reference."""
+def format_example(example: dict[str, Any], answer: dict[str, Any], sparse_answer: dict[str, Any]) -> list[str]:
+    """The question, its context, and the answers of the slim and the group-sparse models next to the reference."""
     context = example["context"]
     reference = example["answers"]["text"][0]
     verdict = "correct" if answer["answer"].strip() == reference else "WRONG"
@@ -516,6 +516,7 @@ def format_example(example: dict[str, Any], answer: dict[str, Any]) -> list[str]
         f"  context: {context[:200]}{'...' if len(context) > 200 else ''}",
         f"  slim model's answer: {answer['answer']!r} (score {answer['score']:.2f}); reference: {reference!r}"
         f" ({verdict})",
+        f"  group-sparse model's answer: {sparse_answer['answer']!r} (score {sparse_answer['score']:.2f})",
     ]
 
 
@@ -549,11 +550,17 @@ def demo_command(args: argparse.Namespace) -> int:
     step(6, 'answering a question with pipeline("question-answering") on the reloaded slim model')
     example = data.evaluation[0]
     answer = answer_example(args, slim, slim_tokenizer, example)
+    sparse_answer = answer_example(args, trainer.model, tokenizer, example)
     title = (
         f"hf-oto demo: {model_name}, {data.name}, {args.max_steps} steps, target group sparsity "
         f"{args.target_sparsity}; scored on the {data.evaluation_name}"
     )
-    print("\n".join(format_demo_table(title, report, scores, args.latency_rounds) + format_example(example, answer)))
+    print(
+        "\n".join(
+            format_demo_table(title, report, scores, args.latency_rounds)
+            + format_example(example, answer, sparse_answer)
+        )
+    )
     record = {
         "model": model_name,
         "data": data.name,
@@ -567,6 +574,7 @@ def demo_command(args: argparse.Namespace) -> int:
         "example": {
             "question": example["question"],
             "answer": answer["answer"],
+            "group_sparse_answer": sparse_answer["answer"],
             "reference": example["answers"]["text"][0],
         },  # fmt: skip
     }
