@@ -1,7 +1,8 @@
 """The ``hf-oto`` command: ``hf-oto demo`` (train and compress a QA model offline) and ``hf-oto inspect DIR``.
 
 ``hf-oto demo`` generates a reading-comprehension set (`hf_oto.synthetic_qa`), builds a WordPiece tokenizer
-from it, and trains a small BERT from scratch with `OTOTrainer`, which removes a target share of attention
+from it, and trains a small LLaMA-style model (or, with ``--architecture bert``, a BERT) from scratch with
+`OTOTrainer`, which removes a target share of attention
 heads and FFN neurons during that same run. It then prints what the compression bought (parameters, FLOPs,
 measured latency) and what it cost (EM/F1 of the slim model, equal to the group-sparse model's), saves the
 Hub-format folder, reloads it with plain ``from_pretrained(..., trust_remote_code=True)`` and answers a
@@ -623,7 +624,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", default=None, help="a local pretrained BERT-family folder instead of BERT from scratch"
     )
     demo.add_argument("--data", default=None, help="a SQuAD v1.1 JSON file instead of the synthetic set")
-    demo.add_argument("--max_steps", type=int, default=1500, help="training steps")
+    demo.add_argument("--max_steps", type=int, default=3000, help="training steps")
     demo.add_argument("--target_sparsity", type=float, default=0.5, help="share of heads and FFN neurons to remove")
     demo.add_argument("--learning_rate", type=float, default=2e-3)
     demo.add_argument("--batch_size", type=int, default=16)
@@ -635,7 +636,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--min_people", type=int, default=2, help="synthetic paragraphs describe at least this many people"
     )
-    demo.add_argument("--max_people", type=int, default=4, help="... and at most this many")
+    demo.add_argument("--max_people", type=int, default=3, help="... and at most this many")
     demo.add_argument("--eval_paragraphs", type=int, default=100, help="synthetic evaluation paragraphs")
     demo.add_argument("--max_eval_questions", type=int, default=None, help="score on at most this many questions")
     demo.add_argument("--vocab_size", type=int, default=2000, help="WordPiece vocabulary when training from scratch")

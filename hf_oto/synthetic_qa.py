@@ -1,16 +1,15 @@
 """A seeded, self-generated SQuAD v1.1-format question-answering set, and a WordPiece tokenizer built from it.
 
-`hf-oto demo` needs a reading-comprehension task that runs offline and that a small BERT trained from scratch
-learns in minutes on a CPU. Each paragraph introduces several people, each with a birthplace, a birth year
-and a job, drawn at random. Every fact is a short sentence that starts with the person's name ("Mara
-Lindqvist was born in Lisbon."), and the facts of all people are shuffled together, so every paragraph holds
-distractors of every kind. A question asks about one fact of one person ("Where was Mara Lindqvist born?")
-or the reverse ("Who works as a pilot?"). To answer, a model must find the sentence about the entity named
-in the question and pick the right slot in it: no position or word gives the answer away. The answer sits a
-few words from the name, always at the same distance for one kind of fact; a model with a sense of relative
-position (see the sinusoidal start of the demo's position embeddings) learns that quickly, where the
-earlier version of this set (one long sentence per person, six templates) left a small BERT guessing which
-person a question was about.
+`hf-oto demo` needs a reading-comprehension task that runs offline and that a small model trained from scratch
+learns in minutes on a CPU. Each paragraph introduces several people (by first name), each with a birthplace,
+a birth year and a job, drawn at random. Every fact is a short sentence that starts with the person's name
+("Mara was born in Lisbon."), and the facts of all people are shuffled together, so every paragraph holds
+distractors of every kind. A question asks about one fact of one person ("Where was Mara born?") or the
+reverse ("Who works as a pilot?"). To answer, a model must find a sentence about the entity named in the
+question and pick the right slot in it: no position or word gives the answer away. The answer is always the
+fourth word after the name, so a model with relative positions (the demo's rotary-position LLaMA) needs one
+"k words back" pattern; the earlier version of this set (one long sentence per person, six templates, full
+names) left a small BERT guessing which person a question was about.
 
 The output is the nested SQuAD v1.1 JSON (``{"version", "data": [{"title", "paragraphs": [{"context",
 "qas": [{"id", "question", "answers": [{"text", "answer_start"}]}]}]}]}``), so the same code reads it and
@@ -36,12 +35,6 @@ FIRST_NAMES = _words(
     "Livia Lucan Mara Marek Mila Milo Nadia Nils Noor Olek Oona Orin Petra Pim Quinn Rafa Rhea Rosa Rune Sabine "
     "Silas Soren Talia Teo Thea Tomas Una Uri Vera Viggo Wren Xavi Yara Yusuf Zara Zeno"
 )
-LAST_NAMES = _words(
-    "Abara Albrecht Andersen Baptiste Barros Becker Bianchi Brandt Castell Costa Dahl Delacroix Duarte Eklund "
-    "Falk Ferreira Fontaine Garrido Hallberg Haas Ibsen Ivanova Jansen Kader Keller Kowalski Laine Lindqvist "
-    "Lorenz Maalouf Moreau Nakamura Novak Okafor Olsen Pereira Quist Rahman Rossi Sandoval Schmidt Silva Tanaka "
-    "Toivonen Urbina Valdez Varga Weber Wolff Yilmaz Zeller Zoric"
-)
 CITIES = _words(
     "Lisbon Oslo Cairo Lima Quito Dakar Hanoi Perth Riga Tallinn Vienna Zagreb Bergen Cork Delft Essen Fresno Galway "
     "Harare Izmir Jaipur Kyoto Leeds Malmo Nantes Odessa Porto Reno Seville Tampere Utrecht Valencia Windhoek "
@@ -62,8 +55,8 @@ _FILLERS = (
     "Not everyone in the town agreed on every detail.",
 )
 
-# One sentence per fact, the person's name first ({a} is a/an). The answer is always the fifth word after the
-# name's first word: the same distance for every fact.
+# One sentence per fact, the person's name first ({a} is a/an). The answer is always the fourth word after the
+# name: the same distance for every fact.
 _FACT_TEMPLATES = {
     "city": ("{name} was born in {city}.",),
     "year": ("{name} was born in {year}.",),
@@ -115,15 +108,11 @@ def _paragraph(
 
     Every fact is its own sentence, and the facts of all people are shuffled together: the sentence that
     answers a question is found only by the name (or fact) the question names, never by its place."""
-    first_names = rng.sample(FIRST_NAMES, num_people)
-    last_names = [rng.choice(LAST_NAMES) for _ in range(num_people)]
+    names = rng.sample(FIRST_NAMES, num_people)
     cities = rng.sample(CITIES, num_people)
     years = [str(y) for y in rng.sample(range(1890, 2015), num_people)]
     jobs = rng.sample(JOBS, num_people)
-    people = [
-        {"name": f"{f} {last}", "city": c, "year": y, "job": j}
-        for f, last, c, y, j in zip(first_names, last_names, cities, years, jobs)
-    ]
+    people = [{"name": n, "city": c, "year": y, "job": j} for n, c, y, j in zip(names, cities, years, jobs)]
     facts = [(p, kind) for p in range(num_people) for kind in _FACT_TEMPLATES]
     rng.shuffle(facts)
     if rng.random() < 0.5:
