@@ -3,17 +3,21 @@
 Importing hf_oto registers every slim config and model class with the transformers Auto classes, so
 `AutoModelFor<Task>.from_pretrained(dir)` loads a slim folder without `trust_remote_code`. Without hf_oto,
 the same folder loads with `trust_remote_code=True` through the `auto_map` and the copied code files.
+
+Registration is cheap: configs and models are registered by name, and each class is built (importing its
+stock configuration or modeling file, some of which cost seconds) the first time an Auto class looks it up.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from typing import Any
 
 import transformers
 from transformers import AutoConfig
-from transformers.models.auto import modeling_auto
+from transformers.models.auto import configuration_auto, modeling_auto
 
 from .architectures import SPECS
 from .configuration_oto import OTO_PREFIX, oto_config_class
@@ -33,18 +37,100 @@ _AUTO_CLASSES = {
 _registered = False
 
 
+class _Pending:
+    """One registration not built yet: `name` is the key's name (a model type, or a config class name)."""
+
+    def __init__(self, name: str, key: Callable[[], Any], value: Callable[[], type]) -> None:
+        self.name, self.key, self.value = name, key, value
+
+
+class _RegisteredOnLookup(dict):
+    """The table of registrations (`_extra_content`) of one transformers Auto mapping, holding `_Pending`
+    entries besides built ones. A pending entry is built when a lookup names it, or when the whole table is
+    listed; looking up a key that only shares its name (a remote-code copy of a class) finds nothing."""
+
+    def __init__(self, entries: dict) -> None:
+        super().__init__(entries)
+        self.pending: dict[str, _Pending] = {}
+
+    def _build(self, key: Any) -> None:
+        name = key if isinstance(key, str) else getattr(key, "__name__", None)
+        entry = self.pending.get(name) if isinstance(name, str) else None
+        if entry is None or (not isinstance(key, str) and entry.key() is not key):
+            return  # not pending, or a different class of the same name (a remote-code copy)
+        del self.pending[name]
+        super().__setitem__(entry.key(), entry.value())
+
+    def _build_all(self) -> None:
+        for entry in list(self.pending.values()):
+            self._build(entry.key())
+
+    def __contains__(self, key: Any) -> bool:
+        self._build(key)
+        return super().__contains__(key)
+
+    def __getitem__(self, key: Any):
+        self._build(key)
+        return super().__getitem__(key)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        self._build(key)
+        return super().get(key, default)
+
+    def keys(self):
+        self._build_all()
+        return super().keys()
+
+    def values(self):
+        self._build_all()
+        return super().values()
+
+    def items(self):
+        self._build_all()
+        return super().items()
+
+    def __iter__(self):
+        self._build_all()
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        return super().__len__() + len(self.pending)
+
+
+def _register_pending(mapping: Any, entry: _Pending, register_built: Callable[[Any, type], None]) -> None:
+    """Add `entry` to `mapping`'s registrations, or register it built where transformers has no such table."""
+    table = getattr(mapping, "_extra_content", None)
+    if not isinstance(table, dict):
+        register_built(entry.key(), entry.value())
+        return
+    if not isinstance(table, _RegisteredOnLookup):
+        table = mapping._extra_content = _RegisteredOnLookup(table)
+    if entry.name not in {getattr(key, "__name__", key) for key in dict.keys(table)}:
+        table.pending[entry.name] = entry
+
+
 def register_auto_classes() -> None:
-    """Register ``oto_<type>`` configs and ``OTO<Stock>`` models with the Auto classes (idempotent)."""
+    """Register ``oto_<type>`` configs and ``OTO<Stock>`` models with the Auto classes (idempotent).
+
+    Each class is built when an Auto class first looks it up, so registering imports no modeling file."""
     global _registered
     if _registered:
         return
     for spec in SPECS:
         for model_type in spec.model_types:
-            config_name = transformers.models.auto.configuration_auto.CONFIG_MAPPING_NAMES.get(model_type)
+            config_name = configuration_auto.CONFIG_MAPPING_NAMES.get(model_type)
             if config_name is None:
                 continue
-            config_class = oto_config_class(getattr(transformers, config_name))
-            AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+
+            def config_class(config_name: str = config_name) -> type:
+                return oto_config_class(getattr(transformers, config_name))
+
+            oto_type = "oto_" + model_type
+            _register_pending(
+                configuration_auto.CONFIG_MAPPING,
+                _Pending(oto_type, lambda oto_type=oto_type: oto_type, config_class),
+                lambda key, value: AutoConfig.register(key, value, exist_ok=True),
+            )
             for auto_name, mapping_name in _AUTO_CLASSES.items():
                 stock_name = getattr(modeling_auto, mapping_name).get(model_type)
                 if isinstance(stock_name, (list, tuple)):
@@ -52,7 +138,15 @@ def register_auto_classes() -> None:
                 if stock_name is None:
                     continue
                 auto_class = getattr(transformers, auto_name)
-                auto_class.register(config_class, oto_model_class(getattr(transformers, stock_name)), exist_ok=True)
+                _register_pending(
+                    auto_class._model_mapping,
+                    _Pending(
+                        OTO_PREFIX + config_name,
+                        config_class,
+                        lambda stock_name=stock_name: oto_model_class(getattr(transformers, stock_name)),
+                    ),
+                    lambda key, value, auto_class=auto_class: auto_class.register(key, value, exist_ok=True),
+                )
     _registered = True
 
 

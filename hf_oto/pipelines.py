@@ -1,8 +1,9 @@
 """An extractive `question-answering` pipeline for transformers versions that removed theirs.
 
 transformers 5.23+ dropped ``pipeline("question-answering")`` (it now points users to chat models). hf_oto's
-flagship use is extractive QA (BERT on SQuAD), so importing hf_oto registers this pipeline under that task
-name when transformers itself lacks one. It decodes answers with the same windowing and n-best recipe as
+flagship use is extractive QA (BERT on SQuAD), so this pipeline is registered under that task name when
+transformers itself lacks one: importing this module registers it, and after `import hf_oto` this module is
+imported as soon as ``transformers.pipelines`` is (see `hf_oto.import_hooks`). It decodes answers with the same windowing and n-best recipe as
 the SQuAD evaluation in `hf_oto.qa`, so pipeline answers and reported EM/F1 agree.
 """
 
@@ -81,3 +82,7 @@ def register_question_answering_pipeline() -> None:
     pipelines.PIPELINE_REGISTRY.register_pipeline(
         TASK, pipeline_class=QuestionAnsweringPipeline, pt_model=AutoModelForQuestionAnswering, type="text"
     )
+
+
+# Importing this module registers the pipeline: `hf_oto` imports it when `transformers.pipelines` is imported.
+register_question_answering_pipeline()

@@ -164,7 +164,8 @@ def prepare_train_features(
             starts.append(cls_index)
             ends.append(cls_index)
             continue
-        while token_start < len(offsets) and offsets[token_start][0] <= start_char:
+        context_end = token_end  # never walk past the context: [SEP] and padding have offsets (0, 0)
+        while token_start <= context_end and offsets[token_start][0] <= start_char:
             token_start += 1
         starts.append(token_start - 1)
         while offsets[token_end][1] >= end_char:

@@ -1,11 +1,15 @@
 """A seeded, self-generated SQuAD v1.1-format question-answering set, and a WordPiece tokenizer built from it.
 
-`hf-oto demo` needs a reading-comprehension task that runs offline and trains in minutes on a CPU. Each
-paragraph introduces several people, each with a birthplace, a birth year and a job, in sentences whose
-templates and order vary; the people, places, years and jobs are drawn at random, and every paragraph holds
-distractors of every kind. A question asks about one fact of one person ("Where was Mara Lindqvist born?")
-or the reverse ("Who works as a pilot?"). To answer, a model must find the sentence about the entity named
-in the question and pick the right slot in it: no position, template or word gives the answer away.
+`hf-oto demo` needs a reading-comprehension task that runs offline and that a small model trained from scratch
+learns in minutes on a CPU. Each paragraph introduces several people (by first name), each with a birthplace,
+a birth year and a job, drawn at random. Every fact is a short sentence that starts with the person's name
+("Mara was born in Lisbon."), and the facts of all people are shuffled together, so every paragraph holds
+distractors of every kind. A question asks about one fact of one person ("Where was Mara born?") or the
+reverse ("Who works as a pilot?"). To answer, a model must find a sentence about the entity named in the
+question and pick the right slot in it: no position or word gives the answer away. The answer is always the
+fourth word after the name, so a model with relative positions (the demo's rotary-position LLaMA) needs one
+"k words back" pattern; the earlier version of this set (one long sentence per person, six templates, full
+names) left a small BERT guessing which person a question was about.
 
 The output is the nested SQuAD v1.1 JSON (``{"version", "data": [{"title", "paragraphs": [{"context",
 "qas": [{"id", "question", "answers": [{"text", "answer_start"}]}]}]}]}``), so the same code reads it and
@@ -31,12 +35,6 @@ FIRST_NAMES = _words(
     "Livia Lucan Mara Marek Mila Milo Nadia Nils Noor Olek Oona Orin Petra Pim Quinn Rafa Rhea Rosa Rune Sabine "
     "Silas Soren Talia Teo Thea Tomas Una Uri Vera Viggo Wren Xavi Yara Yusuf Zara Zeno"
 )
-LAST_NAMES = _words(
-    "Abara Albrecht Andersen Baptiste Barros Becker Bianchi Brandt Castell Costa Dahl Delacroix Duarte Eklund "
-    "Falk Ferreira Fontaine Garrido Hallberg Haas Ibsen Ivanova Jansen Kader Keller Kowalski Laine Lindqvist "
-    "Lorenz Maalouf Moreau Nakamura Novak Okafor Olsen Pereira Quist Rahman Rossi Sandoval Schmidt Silva Tanaka "
-    "Toivonen Urbina Valdez Varga Weber Wolff Yilmaz Zeller Zoric"
-)
 CITIES = _words(
     "Lisbon Oslo Cairo Lima Quito Dakar Hanoi Perth Riga Tallinn Vienna Zagreb Bergen Cork Delft Essen Fresno Galway "
     "Harare Izmir Jaipur Kyoto Leeds Malmo Nantes Odessa Porto Reno Seville Tampere Utrecht Valencia Windhoek "
@@ -57,17 +55,15 @@ _FILLERS = (
     "Not everyone in the town agreed on every detail.",
 )
 
-# Sentence templates about one person: {name} {city} {year} {job}, each slot used exactly once ({a} is a/an).
-_TEMPLATES = (
-    "{name} was born in {city} in {year} and works as {a} {job}.",
-    "{name}, {a} {job}, was born in {year} in {city}.",
-    "Born in {city} in {year}, {name} later became {a} {job}.",
-    "In {year}, {name} was born in {city}; today {name_again} works as {a} {job}.",
-    "The {job} {name} was born in {city} in the year {year}.",
-    "{name} works as {a} {job} and was born in {city} in {year}.",
-)
+# One sentence per fact, the person's name first ({a} is a/an). The answer is always the fourth word after the
+# name: the same distance for every fact.
+_FACT_TEMPLATES = {
+    "city": ("{name} was born in {city}.",),
+    "year": ("{name} was born in {year}.",),
+    "job": ("{name} works as {a} {job}.",),
+}
 
-# Questions: (slot asked, template). The {key} slot in the template names the person or fact asked about.
+# Questions: (kind asked, templates). The question names the person, or the fact for the "name_by" kinds.
 _QUESTIONS = {
     "city": ("Where was {name} born?", "In which city was {name} born?", "What is the birthplace of {name}?"),
     "year": ("In what year was {name} born?", "When was {name} born?", "What year was {name} born in?"),
@@ -77,14 +73,18 @@ _QUESTIONS = {
 }
 
 
+QUESTION_KINDS: tuple[str, ...] = tuple(_QUESTIONS)
+FACT_QUESTIONS: tuple[str, ...] = ("city", "year", "job")
+
+
 def _indefinite_article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
 
-def _person_sentence(rng: random.Random, person: dict[str, str], offset: int) -> tuple[str, dict[str, int]]:
-    """One sentence about `person` and the character offset (in the paragraph) of each of its slots."""
-    template = rng.choice(_TEMPLATES)
-    values = {**person, "name_again": person["name"].split()[0], "a": _indefinite_article(person["job"])}
+def _fact_sentence(rng: random.Random, person: dict[str, str], kind: str, offset: int) -> tuple[str, dict[str, int]]:
+    """One sentence stating `kind` of `person`, and the character offset (in the paragraph) of each slot in it."""
+    template = rng.choice(_FACT_TEMPLATES[kind])
+    values = {**person, "a": _indefinite_article(person["job"])}
     text, spans, position = "", {}, 0
     while position < len(template):
         start = template.find("{", position)
@@ -94,48 +94,48 @@ def _person_sentence(rng: random.Random, person: dict[str, str], offset: int) ->
         text += template[position:start]
         end = template.index("}", start)
         key = template[start + 1 : end]
-        if key in person and key not in spans:
+        if key in person:
             spans[key] = offset + len(text)
         text += values[key]
         position = end + 1
-    if text[0].islower():
-        text = text[0].upper() + text[1:]
     return text, spans
 
 
-def _paragraph(rng: random.Random, num_people: int, questions_per_paragraph: int, id_prefix: str) -> dict[str, Any]:
-    """A paragraph of `num_people` people with distinct names, cities, years and jobs, and its questions."""
-    first_names = rng.sample(FIRST_NAMES, num_people)
-    last_names = [rng.choice(LAST_NAMES) for _ in range(num_people)]
+def _paragraph(
+    rng: random.Random, num_people: int, questions_per_paragraph: int, id_prefix: str, kinds: tuple[str, ...]
+) -> dict[str, Any]:
+    """A paragraph of `num_people` people with distinct names, cities, years and jobs, and its questions.
+
+    Every fact is its own sentence, and the facts of all people are shuffled together: the sentence that
+    answers a question is found only by the name (or fact) the question names, never by its place."""
+    names = rng.sample(FIRST_NAMES, num_people)
     cities = rng.sample(CITIES, num_people)
     years = [str(y) for y in rng.sample(range(1890, 2015), num_people)]
     jobs = rng.sample(JOBS, num_people)
-    people = [
-        {"name": f"{f} {last}", "city": c, "year": y, "job": j}
-        for f, last, c, y, j in zip(first_names, last_names, cities, years, jobs)
-    ]
-    sentences, spans = [], []
-    offset = 0
-    filler_at = rng.randrange(num_people + 1) if rng.random() < 0.5 else -1
-    for index, person in enumerate(people + [None]):
-        if index == filler_at:
-            sentences.append(rng.choice(_FILLERS))
-            offset += len(sentences[-1]) + 1
-        if person is None:
-            break
-        sentence, person_spans = _person_sentence(rng, person, offset)
+    people = [{"name": n, "city": c, "year": y, "job": j} for n, c, y, j in zip(names, cities, years, jobs)]
+    facts = [(p, kind) for p in range(num_people) for kind in _FACT_TEMPLATES]
+    rng.shuffle(facts)
+    if rng.random() < 0.5:
+        facts.insert(rng.randrange(len(facts) + 1), (None, None))
+    sentences, spans, offset = [], [{} for _ in people], 0
+    for p, kind in facts:
+        if p is None:
+            sentence = rng.choice(_FILLERS)
+        else:
+            sentence, fact_spans = _fact_sentence(rng, people[p], kind, offset)
+            spans[p][kind] = fact_spans[kind]
+            spans[p].setdefault("name_by_" + kind, fact_spans["name"])
         sentences.append(sentence)
-        spans.append(person_spans)
         offset += len(sentence) + 1
     context = " ".join(sentences)
 
-    candidates = [(p, kind) for p in range(num_people) for kind in _QUESTIONS]
+    candidates = [(p, kind) for p in range(num_people) for kind in kinds]
     qas = []
     for number, (p, kind) in enumerate(rng.sample(candidates, min(questions_per_paragraph, len(candidates)))):
-        person, person_spans = people[p], spans[p]
+        person = people[p]
         question = rng.choice(_QUESTIONS[kind]).format(**person, a=_indefinite_article(person["job"]))
-        slot = "name" if kind.startswith("name_by") else kind
-        answer, start = person[slot], person_spans[slot]
+        answer = person["name"] if kind.startswith("name_by") else person[kind]
+        start = spans[p][kind]
         assert context[start : start + len(answer)] == answer, "answer offset out of sync with the context"
         qas.append(
             {"id": f"{id_prefix}-{number}", "question": question, "answers": [{"text": answer, "answer_start": start}]}
@@ -150,6 +150,7 @@ def generate_squad(
     people_per_paragraph: tuple[int, int] = (3, 5),
     questions_per_paragraph: int = 4,
     paragraphs_per_article: int = 20,
+    question_kinds: tuple[str, ...] = QUESTION_KINDS,
 ) -> dict[str, Any]:
     """A SQuAD v1.1-format dataset of `num_paragraphs` generated paragraphs (deterministic in `seed`).
 
@@ -159,7 +160,13 @@ def generate_squad(
         people_per_paragraph: inclusive range of people per paragraph (every one a distractor for the others).
         questions_per_paragraph: questions asked per paragraph, about distinct (person, question kind) pairs.
         paragraphs_per_article: paragraphs grouped under one article title.
+        question_kinds: which questions to ask: a fact of a person (`FACT_QUESTIONS`) and/or the person with
+            a fact ("name_by_job", "name_by_city"). A left-to-right model cannot find a person from a fact
+            stated after the name, so it gets `FACT_QUESTIONS` only.
     """
+    unknown = set(question_kinds) - set(QUESTION_KINDS)
+    if not question_kinds or unknown:
+        raise ValueError(f"question_kinds must be a non-empty subset of {QUESTION_KINDS}, got {question_kinds}")
     low, high = people_per_paragraph
     if not 1 <= low <= high <= min(len(CITIES), len(JOBS), len(FIRST_NAMES)):
         raise ValueError(
@@ -171,7 +178,9 @@ def generate_squad(
         if index % paragraphs_per_article == 0:
             title = f"{rng.choice(_ARTICLE_TOPICS)} {len(articles) + 1}"
             articles.append({"title": title, "paragraphs": []})
-        paragraph = _paragraph(rng, rng.randint(low, high), questions_per_paragraph, f"s{seed}-p{index}")
+        paragraph = _paragraph(
+            rng, rng.randint(low, high), questions_per_paragraph, f"s{seed}-p{index}", tuple(question_kinds)
+        )
         articles[-1]["paragraphs"].append(paragraph)
     return {"version": "1.1", "data": articles}
 
@@ -204,12 +213,15 @@ def squad_texts(squad: dict[str, Any]) -> Iterable[str]:
                 yield qa["question"]
 
 
-def build_wordpiece_tokenizer(texts: Iterable[str], vocab_size: int = 2000, *, lowercase: bool = True):
+def build_wordpiece_tokenizer(
+    texts: Iterable[str], vocab_size: int = 2000, *, lowercase: bool = True, token_type_ids: bool = True
+):
     """A BERT-style WordPiece tokenizer trained offline on `texts`, as a transformers fast tokenizer.
 
     It has BERT's special tokens ([PAD] [UNK] [CLS] [SEP] [MASK]), normalization and pair template
     (``[CLS] A [SEP] B [SEP]`` with token type ids 0/1), so `pipeline("question-answering")`, offset mappings
-    and `save_pretrained` work as with a stock BERT tokenizer.
+    and `save_pretrained` work as with a stock BERT tokenizer. Models without token types (LLaMA) pass
+    ``token_type_ids=False``.
     """
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
@@ -234,9 +246,18 @@ def build_wordpiece_tokenizer(texts: Iterable[str], vocab_size: int = 2000, *, l
         pad_token="[PAD]",
         cls_token="[CLS]",
         mask_token="[MASK]",
-        model_input_names=["input_ids", "token_type_ids", "attention_mask"],
+        model_input_names=["input_ids", "token_type_ids", "attention_mask"]
+        if token_type_ids
+        else ["input_ids", "attention_mask"],
         do_lower_case=lowercase,
     )
 
 
-__all__ = ["build_wordpiece_tokenizer", "generate_squad", "squad_texts", "write_squad_splits"]
+__all__ = [
+    "FACT_QUESTIONS",
+    "QUESTION_KINDS",
+    "build_wordpiece_tokenizer",
+    "generate_squad",
+    "squad_texts",
+    "write_squad_splits",
+]

@@ -35,8 +35,8 @@ def slim_folder(tmp_path, family="bert", model_class=transformers.BertForQuestio
 def run_python(code: str, *, block_hf_oto: bool) -> subprocess.CompletedProcess:
     """Run `code` in a fresh interpreter, optionally unable to import hf_oto at all."""
     prelude = "import sys\nsys.modules['hf_oto'] = None\n" if block_hf_oto else ""
-    # the hf_oto under test (this checkout), not whichever one the interpreter has installed
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": "" if block_hf_oto else os.path.dirname(HERE)}
+    # this checkout's hf_oto, not whichever one is installed (blocked above when block_hf_oto)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.path.dirname(HERE)}
     return subprocess.run(
         [sys.executable, "-c", prelude + textwrap.dedent(code)],
         capture_output=True,

@@ -13,7 +13,15 @@ import torch
 import transformers
 
 from hf_oto.qa import answer_question
-from hf_oto.synthetic_qa import CITIES, JOBS, build_wordpiece_tokenizer, generate_squad, squad_texts, write_squad_splits
+from hf_oto.synthetic_qa import (
+    CITIES,
+    FACT_QUESTIONS,
+    JOBS,
+    build_wordpiece_tokenizer,
+    generate_squad,
+    squad_texts,
+    write_squad_splits,
+)
 
 
 def _questions(squad):
@@ -71,6 +79,16 @@ def test_questions_need_the_context():
 def test_bad_arguments():
     with pytest.raises(ValueError, match="people_per_paragraph"):
         generate_squad(2, people_per_paragraph=(4, 2))
+    with pytest.raises(ValueError, match="question_kinds"):
+        generate_squad(2, question_kinds=("city", "favourite_colour"))
+
+
+def test_fact_questions_only():
+    """What the demo asks a left-to-right model: facts of named people, never a person found by a fact."""
+    squad = generate_squad(20, seed=3, question_kinds=FACT_QUESTIONS)
+    for _, qa in _questions(squad):
+        answer = qa["answers"][0]["text"]
+        assert answer in CITIES or answer in JOBS or answer.isdigit(), qa
 
 
 def test_tokenizer_is_bert_style_and_answers_questions(tmp_path):
