@@ -17,8 +17,10 @@ import hf_oto
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(hf_oto.__file__)))
 
 # What `import hf_oto` used to import, for seconds: the Trainer and datasets, the pipelines package, the
-# modeling base (and the LLaMA config, which pulls in torch.distributed.tensor through transformers' validators).
+# modeling base (and the LLaMA config, which pulls in torch.distributed.tensor through transformers' validators);
+# HSPG's FSDP2 support must not import torch.distributed.tensor either.
 HEAVY_MODULES = (
+    "torch.distributed.tensor",
     "datasets",
     "transformers.trainer",
     "transformers.pipelines",

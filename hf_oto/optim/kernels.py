@@ -13,12 +13,12 @@ They hold no state: moments live in the optimizer's ``state``, per-step quantiti
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
-from torch.distributed.tensor import DTensor, Shard
 
 if TYPE_CHECKING:
     from .layout import GroupLayout, Unit
@@ -69,13 +69,17 @@ def group_sq_norms(tensor: Tensor, dim: int, num_groups: int) -> Tensor:
 
 
 def is_sharded(tensor: Tensor) -> bool:
-    """Whether `tensor` is a DTensor (FSDP2 parameters are DTensors sharded on dim 0)."""
-    return isinstance(tensor, DTensor)
+    """Whether `tensor` is a DTensor (FSDP2 parameters are DTensors sharded on dim 0). Without importing
+    `torch.distributed.tensor` (a second of import time): no DTensor exists until that module is loaded."""
+    module = sys.modules.get("torch.distributed.tensor")
+    return module is not None and isinstance(tensor, module.DTensor)
 
 
 def local_shard(tensor: Tensor) -> tuple[Tensor, int]:
     """This rank's shard of a DTensor sharded on dim 0 (an alias: in-place changes reach the DTensor) and the
     global index of its first row. Raises `NotImplementedError` for any other placement."""
+    from torch.distributed.tensor import Shard
+
     placements = tuple(tensor.placements)
     if len(placements) != 1 or not isinstance(placements[0], Shard) or placements[0].dim != 0:
         raise NotImplementedError(
