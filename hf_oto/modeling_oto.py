@@ -414,6 +414,12 @@ class OTOSlimMixin:
             )
         return (model, info) if want_info else model
 
+    @property
+    def oto_reference(self) -> dict | None:
+        """What `oto_verify` checks this model against: ``{"inputs", "outputs", "tolerance"}`` from the dense
+        group-sparse model it was slimmed from (`hf_oto.slim_model`); None for a model loaded from a folder."""
+        return getattr(self, "_oto_reference", None)
+
     def oto_verify(self) -> None:
         """Re-run the reference inputs recorded by `hf_oto.slim_model` and compare with the dense outputs."""
         reference = getattr(self, "_oto_reference", None)

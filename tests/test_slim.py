@@ -65,7 +65,7 @@ def test_slim_logits_equal_dense(family, pattern, attn):
     slim, report = hf_oto.slim_model(dense, groups)
     assert_same_outputs(dense, slim)
     # slim_model's own check compared every layer's hidden states, not only the final outputs
-    checked = slim._oto_reference["outputs"].hidden_states
+    checked = slim.oto_reference["outputs"].hidden_states
     assert checked is not None and len(checked) == dense.config.num_hidden_layers + 1
     zero = groups.zero_norm_mask()
     # every zero group is physically gone, every non-zero group is kept

@@ -554,6 +554,6 @@ def test_bf16_weights_save_with_half_precision_tolerance(tmp_path):
     assert int(trainer.hspg.zero_mask().sum()) == math.floor(0.3 * NUM_GROUPS)
     trainer.save_model(str(tmp_path / "slim"))
     assert next(trainer.slim_model.parameters()).dtype == torch.bfloat16
-    assert trainer.slim_model._oto_reference["tolerance"] == hf_oto.slim.default_tolerance(trainer.model) > 1e-5
-    assert trainer.slim_report.max_output_diff <= trainer.slim_model._oto_reference["tolerance"]
+    assert trainer.slim_model.oto_reference["tolerance"] == hf_oto.slim.default_tolerance(trainer.model) > 1e-5
+    assert trainer.slim_report.max_output_diff <= trainer.slim_model.oto_reference["tolerance"]
     assert os.path.isfile(tmp_path / "slim" / "model.safetensors")
