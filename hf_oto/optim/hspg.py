@@ -307,8 +307,7 @@ class HSPG(torch.optim.Optimizer):
     def sparsity_report(self) -> dict[str, Any]:
         """A plain dict describing the group sparsity now: counts, per-layer zero heads/neurons, norm summaries.
 
-        One device-to-host transfer in all (no per-group ``.item()``). With FSDP2-sharded parameters the group
-        norms are all-reduced, so every rank must call it.
+        One device-to-host transfer in all. Under FSDP2 the group norms are all-reduced: every rank must call it.
         """
         deadline = self.deadline_step
         schedule_fields = {
