@@ -1,6 +1,9 @@
 """Shared fixtures: tiny models of every supported family, built from configs (no downloads)."""
 
 import os
+import subprocess
+import sys
+import textwrap
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -62,6 +65,24 @@ def tiny_model(model_type: str, model_class=None, attn_implementation: str = "ea
             if name.endswith("bias"):
                 parameter.normal_(0, 0.1)
     return model
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_fresh(code: str, *, hf_oto_importable: bool) -> subprocess.CompletedProcess:
+    """Run `code` in a fresh interpreter: with this checkout's hf_oto (not whichever one is installed), or unable
+    to import any hf_oto."""
+    prelude = "" if hf_oto_importable else "import sys\nsys.modules['hf_oto'] = None\n"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO if hf_oto_importable else ""}
+    return subprocess.run(
+        [sys.executable, "-c", prelude + textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd="/",
+        timeout=300,
+    )
 
 
 @pytest.fixture

@@ -4,14 +4,12 @@ strict loading, verified and atomic writes."""
 import ast
 import json
 import os
-import subprocess
 import sys
-import textwrap
 
 import pytest
 import torch
 import transformers
-from conftest import tiny_model
+from conftest import run_fresh, tiny_model
 from safetensors.torch import load_file
 
 import hf_oto
@@ -30,21 +28,6 @@ def slim_folder(tmp_path, family="bert", model_class=transformers.BertForQuestio
     if tokenizer is not None:
         tokenizer.save_pretrained(folder)
     return dense, slim, folder
-
-
-def run_python(code: str, *, block_hf_oto: bool) -> subprocess.CompletedProcess:
-    """Run `code` in a fresh interpreter, optionally unable to import hf_oto at all."""
-    prelude = "import sys\nsys.modules['hf_oto'] = None\n" if block_hf_oto else ""
-    # this checkout's hf_oto, not whichever one is installed (blocked above when block_hf_oto)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.path.dirname(HERE)}
-    return subprocess.run(
-        [sys.executable, "-c", prelude + textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd="/",
-        timeout=300,
-    )
 
 
 def test_folder_contents_and_config(tmp_path):
@@ -129,7 +112,7 @@ def test_reload_in_fresh_process(tmp_path, family, model_class, auto, block_hf_o
         )
     else:
         code = "import hf_oto\n" + code
-    result = run_python(code, block_hf_oto=block_hf_oto)
+    result = run_fresh(code, hf_oto_importable=not block_hf_oto)
     assert result.returncode == 0, result.stderr[-3000:]
     module = result.stdout.split()[0]
     if block_hf_oto:
@@ -176,7 +159,7 @@ answer = qa(question="where was alice born?", context=context)
 assert answer["answer"] == context[answer["start"]:answer["end"]] and answer["answer"], answer
 print(json.dumps(answer))
 """
-    result = run_python(code, block_hf_oto=False)
+    result = run_fresh(code, hf_oto_importable=True)
     assert result.returncode == 0, result.stderr[-3000:]
     answer = json.loads(result.stdout.strip().splitlines()[-1])
     assert 0 <= answer["score"] <= 1

@@ -7,13 +7,11 @@ import json
 import os
 import shutil
 import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
 import transformers
-from conftest import TINY_CONFIGS, tiny_model
+from conftest import REPO, TINY_CONFIGS, run_fresh, tiny_model
 from hub_stub import loopback_hub
 from safetensors.torch import load_file, save_file
 from test_trainer_hub import FAKE_TOKEN
@@ -23,7 +21,6 @@ from hf_oto import OTOLoadError, UnsupportedModelError
 from hf_oto.cli import main
 from hf_oto.modeling_oto import STAGED_POINTER, STAGING_PREFIX, TEMP_PREFIX
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TASK_CLASS = {
     "bert": transformers.BertForQuestionAnswering,
     "roberta": transformers.RobertaForSequenceClassification,
@@ -56,20 +53,6 @@ def inputs_for(model, seed=0):
 def first_output(model, inputs) -> torch.Tensor:
     with torch.no_grad():
         return model.eval()(**inputs)[0]
-
-
-def run_fresh(code: str, *, hf_oto_importable: bool) -> subprocess.CompletedProcess:
-    """Run `code` in a fresh interpreter: with this checkout's hf_oto, or unable to import any hf_oto."""
-    prelude = "" if hf_oto_importable else "import sys\nsys.modules['hf_oto'] = None\n"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO if hf_oto_importable else ""}
-    return subprocess.run(
-        [sys.executable, "-c", prelude + textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd="/",
-        timeout=300,
-    )
 
 
 # Loads each folder of a JSON list with trust_remote_code (no hf_oto) and writes its first output, or the error.
