@@ -90,4 +90,9 @@ def oto_fields_problem(values: dict) -> str | None:
                 f"layer {index} keeps {heads} query heads for {kv_heads} key/value heads, which is not a whole "
                 f"number of query heads per key/value head; {RESAVE}"
             )
+    if layout.get("per_head_inputs"):
+        kept = values.get("oto_kept_heads")
+        heads = values["oto_num_attention_heads"]
+        if not isinstance(kept, list) or [len(k) if isinstance(k, list) else None for k in kept] != heads:
+            return f"oto_kept_heads must list each layer's kept head indices ({heads} of them per layer); {RESAVE}"
     return None

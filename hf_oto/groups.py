@@ -211,7 +211,8 @@ class GroupSet:
 
     def __str__(self) -> str:
         structures = self.structures()
-        lines = [f"GroupSet: {len(self)} zero-invariant groups" + (f" ({self.spec.name})" if self.spec else "")]
+        family = f" ({self.spec.name}, {self.spec.origin} spec)" if self.spec else ""
+        lines = [f"GroupSet: {len(self)} zero-invariant groups{family}"]
         header = "  layer | " + " | ".join(f"{s} kept/total" for s in structures)
         lines.append(header)
         for row in self.summary():
@@ -237,7 +238,7 @@ def resolve(module: nn.Module, path: str) -> nn.Module:
 def _linear_slices(module: nn.Module, prefix: str, path: str, dim: int) -> list[ParamSlice]:
     linear = resolve(module, path)
     slices = [ParamSlice(f"{prefix}.{path}.weight", linear.weight, dim)]
-    if dim == 0 and linear.bias is not None:
+    if dim == 0 and getattr(linear, "bias", None) is not None:
         slices.append(ParamSlice(f"{prefix}.{path}.bias", linear.bias, 0))
     return slices
 
@@ -247,19 +248,40 @@ def build_groups(
     prune: Sequence[str] = STRUCTURES,
     unprunable_layers: Iterable[int] = (),
 ) -> GroupSet:
-    """Find every zero-invariant group of a supported model.
+    """Find every zero-invariant group of a model.
 
     Args:
-        model: any `PreTrainedModel` of a supported family, with or without a task head.
+        model: a `PreTrainedModel` with or without a task head. Families with a hand-written spec are grouped
+            directly; any other family gets an inferred spec, proven on a random copy of the model before use
+            (`hf_oto.verification`).
         prune: which structures may be driven to zero: ``"attention"`` (heads / KV groups) and/or ``"ffn"``.
         unprunable_layers: layer indices whose groups are listed but frozen (never pruned).
 
-    Raises `UnsupportedModelError` for a family without a spec.
+    Raises `UnsupportedModelError` for a model whose groups cannot be found or proven, naming why.
     """
     spec = get_spec(model)
+    _check_prune(prune)
+    if spec.inferred:
+        from .verification import verify_spec  # verification slims models: imported on use, not at import
+
+        verify_spec(model, spec, [structure for structure in STRUCTURES if structure in prune])
+    return build_groups_with_spec(model, spec, prune, unprunable_layers)
+
+
+def _check_prune(prune: Sequence[str]) -> None:
     unknown = set(prune) - set(STRUCTURES)
     if unknown:
         raise ValueError(f"prune={list(prune)}: unknown structure(s) {sorted(unknown)}; choose from {STRUCTURES}.")
+
+
+def build_groups_with_spec(
+    model: nn.Module,
+    spec: ArchitectureSpec,
+    prune: Sequence[str] = STRUCTURES,
+    unprunable_layers: Iterable[int] = (),
+) -> GroupSet:
+    """The groups `spec` describes in `model`, without verifying the spec (see `build_groups`)."""
+    _check_prune(prune)
     config = model.config
     base = model.base_model
     name_prefix = f"{model.base_model_prefix}." if base is not model else ""
@@ -279,7 +301,7 @@ def build_groups(
         num_q = resolve(layer, spec.q).out_features // head_dim
         if num_kv:
             slices = []
-            for path in (spec.q, spec.k, spec.v):
+            for path in (spec.q, spec.k, spec.v, *spec.per_head_rows, *spec.width_norms):
                 slices += _linear_slices(layer, layer_prefix, path, 0)
             slices += _linear_slices(layer, layer_prefix, spec.o, 1)
             per_group = num_q // num_kv

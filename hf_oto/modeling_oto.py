@@ -38,6 +38,7 @@ CONFIG_FIELDS = (
     "oto_settings",
     "oto_report",
     "oto_staged_folder",
+    "oto_kept_heads",
 )
 STAGED_POINTER = "oto_staged_folder"
 """config.json field present only while a save is being committed: the staging folder holding the new model."""
@@ -116,6 +117,47 @@ def _resize_linear(parent: nn.Module, path: str, in_features: int | None = None,
     setattr(owner, name, new)
 
 
+def _narrow_width_norm(norm: nn.Module, width: int, dense_width: int) -> None:
+    """Give an RMS norm over a projection's full width (OLMo 2's ``q_norm``) `width` features, still exact.
+
+    Removed heads contributed zeros to the dense mean square Σx²/dense_width. The slim norm sees `width`
+    features, so its input is scaled by c = √(width/dense_width), making its mean square Σx²/dense_width again,
+    and its output divided by c. (RMS norms only: a mean-centering norm would not be exact; the verification
+    that guards every inferred spec refuses such a family.)"""
+    if width == dense_width or norm.weight.shape[-1] == width:  # dense, or already narrowed (a task model's
+        return  # stock __init__ may build its base model through the Auto classes, i.e. already reshaped)
+    for name, parameter in list(norm.named_parameters(recurse=False)):
+        setattr(norm, name, nn.Parameter(parameter.new_empty(width), requires_grad=parameter.requires_grad))
+    if hasattr(norm, "normalized_shape"):  # nn.LayerNorm checks its weight against it
+        norm.normalized_shape = (width,)
+    if width == 0:  # the layer keeps no head: the norm is never called
+        return
+    scale = (width / dense_width) ** 0.5
+    norm.register_forward_pre_hook(lambda module, args: (args[0] * scale, *args[1:]))
+    norm.register_forward_hook(lambda module, args, output: output / scale)
+
+
+def select_heads_hook(kept: list, inputs: dict):
+    """A forward pre-hook keeping, of each per-head input (name -> positional index), the entries of the heads this
+    layer kept (dim 1): inputs such as MPNet's ``position_bias`` are computed once for every head of the dense
+    model and shared by all layers."""
+    kept = list(kept)  # a tensor is made per call, on the input's device (models are built on the meta device)
+
+    def select(tensor):
+        return tensor.index_select(1, torch.tensor(kept, dtype=torch.long, device=tensor.device))
+
+    def hook(module, args, kwargs):
+        args = list(args)
+        for name, position in inputs.items():
+            if kwargs.get(name) is not None:
+                kwargs[name] = select(kwargs[name])
+            elif len(args) > position and args[position] is not None:
+                args[position] = select(args[position])
+        return tuple(args), kwargs
+
+    return hook
+
+
 def reshape_layers(model: nn.Module, config) -> None:
     """Re-shape every layer of a freshly built stock model to the per-layer counts of a slim config."""
     problem = oto_fields_problem(config.to_dict())
@@ -136,6 +178,10 @@ def reshape_layers(model: nn.Module, config) -> None:
         _resize_linear(layer, layout["k"], out_features=kv_heads * head_dim)
         _resize_linear(layer, layout["v"], out_features=kv_heads * head_dim)
         _resize_linear(layer, layout["o"], in_features=heads * head_dim)
+        for path in layout.get("per_head_rows", ()):
+            _resize_linear(layer, path, out_features=heads * head_dim)
+        for path, (kind, dense_width) in layout.get("width_norms", {}).items():
+            _narrow_width_norm(layer.get_submodule(path), (heads if kind == "q" else kv_heads) * head_dim, dense_width)
         for path in layout["ffn_in"]:
             _resize_linear(layer, path, out_features=width)
         _resize_linear(layer, layout["ffn_out"], in_features=width)
@@ -149,6 +195,10 @@ def reshape_layers(model: nn.Module, config) -> None:
         }
         for attribute, quantity in layout["attention_attrs"].items():
             setattr(attention, attribute, quantities[quantity])
+        if heads and layout.get("per_head_inputs") and not getattr(attention, "_oto_selects_heads", False):
+            kept = config.oto_kept_heads[index]
+            attention.register_forward_pre_hook(select_heads_hook(kept, layout["per_head_inputs"]), with_kwargs=True)
+            attention._oto_selects_heads = True
         if heads == 0 and not isinstance(attention, EmptyAttention):
             owner_path, _, name = attention_path.rpartition(".")
             owner = layer.get_submodule(owner_path) if owner_path else layer

@@ -88,7 +88,14 @@ def _slice_layer_state(
     replaced = set()
     kv_rows = _rows(kept_kv, head_dim)
     q_rows = _rows(_rows(kept_kv, per_group), head_dim)
-    rows_by_path = {spec.q: q_rows, spec.k: kv_rows, spec.v: kv_rows, **{p: kept_ffn for p in spec.ffn_in}}
+    rows_by_path = {
+        spec.q: q_rows,
+        spec.k: kv_rows,
+        spec.v: kv_rows,
+        **{p: q_rows for p in spec.per_head_rows},
+        **{p: q_rows if kind == "q" else kv_rows for p, kind in spec.width_norms.items()},
+        **{p: kept_ffn for p in spec.ffn_in},
+    }
     for path, rows in rows_by_path.items():
         for leaf in ("weight", "bias"):
             key = f"{prefix}.{path}.{leaf}"
@@ -173,6 +180,8 @@ def slim_model(
 
     heads = [len(k) * g for k, g in zip(kept_kv, per_group, strict=True)]
     config = slim_config_for(model, spec, heads, [len(k) for k in kept_kv], [len(k) for k in kept_ffn], settings)
+    if spec.per_head_inputs:  # the slim layers pick their heads' entries of inputs shared by all layers
+        config.oto_kept_heads = [_rows(k, g).tolist() for k, g in zip(kept_kv, per_group, strict=True)]
     with torch.device("meta"):
         slim = oto_model_class(type(model))(config)
     slim.load_state_dict(state, strict=True, assign=True)

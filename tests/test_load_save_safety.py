@@ -31,6 +31,16 @@ TASK_CLASS = {
     "mistral": transformers.MistralForSequenceClassification,
     "qwen2": transformers.Qwen2ForCausalLM,
     "vit": transformers.ViTForImageClassification,
+    "qwen3": transformers.Qwen3ForCausalLM,
+    "gemma2": transformers.Gemma2ForSequenceClassification,
+    "gemma3_text": transformers.Gemma3ForCausalLM,
+    "granite": transformers.GraniteForCausalLM,
+    "smollm3": transformers.SmolLM3ForCausalLM,  # its QA head names the base model "transformer": no AutoModel
+    "starcoder2": transformers.Starcoder2ForTokenClassification,
+    "olmo2": transformers.Olmo2ForCausalLM,
+    "phi": transformers.PhiForSequenceClassification,
+    "deberta-v2": transformers.DebertaV2ForQuestionAnswering,
+    "mpnet": transformers.MPNetForMaskedLM,
 }
 
 
