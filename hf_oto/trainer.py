@@ -29,8 +29,13 @@ from transformers.trainer_utils import HubStrategy
 
 from .accounting import SlimReport, model_shape, removed_costs
 from .architectures import base_model_type, get_spec
-from .distillation import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, build_distiller, distill_argument_problems
-from .distillation import distill_compute_loss
+from .distillation import (
+    DEFAULT_ALPHA,
+    DEFAULT_TEMPERATURE,
+    build_distiller,
+    distill_argument_problems,
+    distill_compute_loss,
+)
 from .groups import ATTENTION, FFN, GroupSet, build_groups
 from .model_card import PLOT_FILE, plot_layers, render_model_card
 from .modeling_oto import auto_class_name, staged_save
