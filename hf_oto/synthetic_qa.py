@@ -63,6 +63,14 @@ _FACT_TEMPLATES = {
     "job": ("{name} works as {a} {job}.",),
 }
 
+# One sentence per person, the name first, the facts in one of several orders ({a} is a/an).
+_PERSON_TEMPLATES = (
+    "{name} was born in {city} in {year} and works as {a} {job}.",
+    "{name} works as {a} {job} and was born in {city} in {year}.",
+    "{name} was born in {year} in {city} and works as {a} {job}.",
+    "{name} works as {a} {job} and was born in {year} in {city}.",
+)
+
 # Questions: (kind asked, templates). The question names the person, or the fact for the "name_by" kinds.
 _QUESTIONS = {
     "city": ("Where was {name} born?", "In which city was {name} born?", "What is the birthplace of {name}?"),
@@ -81,9 +89,8 @@ def _indefinite_article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
 
-def _fact_sentence(rng: random.Random, person: dict[str, str], kind: str, offset: int) -> tuple[str, dict[str, int]]:
-    """One sentence stating `kind` of `person`, and the character offset (in the paragraph) of each slot in it."""
-    template = rng.choice(_FACT_TEMPLATES[kind])
+def _fill(template: str, person: dict[str, str], offset: int) -> tuple[str, dict[str, int]]:
+    """`template` filled with `person`'s facts, and the character offset (in the paragraph) of each slot in it."""
     values = {**person, "a": _indefinite_article(person["job"])}
     text, spans, position = "", {}, 0
     while position < len(template):
@@ -101,8 +108,18 @@ def _fact_sentence(rng: random.Random, person: dict[str, str], kind: str, offset
     return text, spans
 
 
+def _fact_sentence(rng: random.Random, person: dict[str, str], kind: str, offset: int) -> tuple[str, dict[str, int]]:
+    """One sentence stating `kind` of `person`, and the character offset (in the paragraph) of each slot in it."""
+    return _fill(rng.choice(_FACT_TEMPLATES[kind]), person, offset)
+
+
 def _paragraph(
-    rng: random.Random, num_people: int, questions_per_paragraph: int, id_prefix: str, kinds: tuple[str, ...]
+    rng: random.Random,
+    num_people: int,
+    questions_per_paragraph: int,
+    id_prefix: str,
+    kinds: tuple[str, ...],
+    layout: str = "fact",
 ) -> dict[str, Any]:
     """A paragraph of `num_people` people with distinct names, cities, years and jobs, and its questions.
 
@@ -113,14 +130,20 @@ def _paragraph(
     years = [str(y) for y in rng.sample(range(1890, 2015), num_people)]
     jobs = rng.sample(JOBS, num_people)
     people = [{"name": n, "city": c, "year": y, "job": j} for n, c, y, j in zip(names, cities, years, jobs)]
-    facts = [(p, kind) for p in range(num_people) for kind in _FACT_TEMPLATES]
-    rng.shuffle(facts)
+    if layout == "person":
+        facts: list[tuple[int | None, str | None]] = [(p, None) for p in range(num_people)]
+    else:
+        facts = [(p, kind) for p in range(num_people) for kind in _FACT_TEMPLATES]
+        rng.shuffle(facts)
     if rng.random() < 0.5:
         facts.insert(rng.randrange(len(facts) + 1), (None, None))
     sentences, spans, offset = [], [{} for _ in people], 0
     for p, kind in facts:
         if p is None:
             sentence = rng.choice(_FILLERS)
+        elif kind is None:
+            sentence, fact_spans = _fill(rng.choice(_PERSON_TEMPLATES), people[p], offset)
+            spans[p] = {**fact_spans, **{"name_by_" + k: fact_spans["name"] for k in _FACT_TEMPLATES}}
         else:
             sentence, fact_spans = _fact_sentence(rng, people[p], kind, offset)
             spans[p][kind] = fact_spans[kind]
@@ -151,6 +174,7 @@ def generate_squad(
     questions_per_paragraph: int = 4,
     paragraphs_per_article: int = 20,
     question_kinds: tuple[str, ...] = QUESTION_KINDS,
+    layout: str = "fact",
 ) -> dict[str, Any]:
     """A SQuAD v1.1-format dataset of `num_paragraphs` generated paragraphs (deterministic in `seed`).
 
@@ -179,7 +203,7 @@ def generate_squad(
             title = f"{rng.choice(_ARTICLE_TOPICS)} {len(articles) + 1}"
             articles.append({"title": title, "paragraphs": []})
         paragraph = _paragraph(
-            rng, rng.randint(low, high), questions_per_paragraph, f"s{seed}-p{index}", tuple(question_kinds)
+            rng, rng.randint(low, high), questions_per_paragraph, f"s{seed}-p{index}", tuple(question_kinds), layout
         )
         articles[-1]["paragraphs"].append(paragraph)
     return {"version": "1.1", "data": articles}
