@@ -207,7 +207,13 @@ def _demo_config(vocab_size: int, args: argparse.Namespace):
         max_position_embeddings=max(128, args.max_seq_length),
     )
     if args.architecture == "llama":
-        return LlamaConfig(**shape, num_key_value_heads=args.num_heads, tie_word_embeddings=False)
+        return LlamaConfig(
+            **shape,
+            num_key_value_heads=args.num_heads,
+            head_dim=args.head_dim or args.hidden_size // args.num_heads,
+            rope_parameters={"rope_type": "default", "rope_theta": args.rope_theta},
+            tie_word_embeddings=False,
+        )
     return BertConfig(**shape, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 
 
@@ -399,6 +405,7 @@ def format_example(example: dict[str, Any], answer: dict[str, Any], sparse_answe
     verdict = "correct" if answer["answer"].strip() == reference else "WRONG"
     return [
         "",
+        "  The first question of the evaluation set (not chosen; correct/WRONG is computed against the reference):",
         f"  Q: {example['question']}",
         f"  context: {context[:200]}{'...' if len(context) > 200 else ''}",
         f"  slim model's answer: {answer['answer']!r} (score {answer['score']:.2f}); reference: {reference!r}"
@@ -516,7 +523,12 @@ def add_demo_parser(commands) -> argparse.ArgumentParser:
         "--min_people", type=int, default=2, help="synthetic paragraphs describe at least this many people"
     )
     demo.add_argument("--max_people", type=int, default=3, help="... and at most this many")
-    demo.add_argument("--layout", choices=("fact", "person"), default="fact")
+    demo.add_argument(
+        "--layout",
+        choices=("fact", "person", "kind"),
+        default="fact",
+        help="synthetic set: one sentence per fact, per person, or one kind of fact per paragraph",
+    )
     demo.add_argument("--eval_paragraphs", type=int, default=100, help="synthetic evaluation paragraphs")
     demo.add_argument("--max_eval_questions", type=int, default=None, help="score on at most this many questions")
     demo.add_argument("--vocab_size", type=int, default=2000, help="WordPiece vocabulary when training from scratch")
@@ -525,6 +537,8 @@ def add_demo_parser(commands) -> argparse.ArgumentParser:
     )
     demo.add_argument("--hidden_size", type=int, default=64, help="from-scratch model: hidden size (FFN is 4x)")
     demo.add_argument("--num_layers", type=int, default=3, help="from-scratch model: layers")
+    demo.add_argument("--head_dim", type=int, default=None, help="from-scratch LLaMA: head size (hidden/heads)")
+    demo.add_argument("--rope_theta", type=float, default=10000.0, help="from-scratch LLaMA: rotary base")
     demo.add_argument("--num_heads", type=int, default=4, help="from-scratch model: attention heads per layer")
     demo.add_argument(
         "--position_init",
