@@ -152,4 +152,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m hf_oto.cli` runs this file as __main__; call the imported module's main, so that the CLIError
+    # that hf_oto.demo raises is the class main catches.
+    from hf_oto.cli import main as imported_main
+
+    sys.exit(imported_main())
