@@ -11,6 +11,12 @@ fourth word after the name, so a model with relative positions (the demo's rotar
 "k words back" pattern; the earlier version of this set (one long sentence per person, six templates, full
 names) left a small BERT guessing which person a question was about.
 
+`layout` chooses how the facts are written (``"fact"``, the default, is the one above): ``"person"`` writes one
+sentence per person, name first, with the three facts in one of four orders, so each name occurs once in its
+paragraph; ``"kind"`` states one kind of fact (all birthplaces, say) for every person of a paragraph, one short
+sentence each, and asks only about that kind. Neither made the demo's small models learn faster in tuning runs
+(bench/README.md): with every layout they first learn the kind of answer and then guess among the people.
+
 The output is the nested SQuAD v1.1 JSON (``{"version", "data": [{"title", "paragraphs": [{"context",
 "qas": [{"id", "question", "answers": [{"text", "answer_start"}]}]}]}]}``), so the same code reads it and
 real SQuAD files. The same seed gives the same dataset, byte for byte.
@@ -63,6 +69,14 @@ _FACT_TEMPLATES = {
     "job": ("{name} works as {a} {job}.",),
 }
 
+# One sentence per person, the name first, the facts in one of several orders ({a} is a/an).
+_PERSON_TEMPLATES = (
+    "{name} was born in {city} in {year} and works as {a} {job}.",
+    "{name} works as {a} {job} and was born in {city} in {year}.",
+    "{name} was born in {year} in {city} and works as {a} {job}.",
+    "{name} works as {a} {job} and was born in {year} in {city}.",
+)
+
 # Questions: (kind asked, templates). The question names the person, or the fact for the "name_by" kinds.
 _QUESTIONS = {
     "city": ("Where was {name} born?", "In which city was {name} born?", "What is the birthplace of {name}?"),
@@ -75,15 +89,15 @@ _QUESTIONS = {
 
 QUESTION_KINDS: tuple[str, ...] = tuple(_QUESTIONS)
 FACT_QUESTIONS: tuple[str, ...] = ("city", "year", "job")
+LAYOUTS: tuple[str, ...] = ("fact", "person", "kind")
 
 
 def _indefinite_article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
 
-def _fact_sentence(rng: random.Random, person: dict[str, str], kind: str, offset: int) -> tuple[str, dict[str, int]]:
-    """One sentence stating `kind` of `person`, and the character offset (in the paragraph) of each slot in it."""
-    template = rng.choice(_FACT_TEMPLATES[kind])
+def _fill(template: str, person: dict[str, str], offset: int) -> tuple[str, dict[str, int]]:
+    """`template` filled with `person`'s facts, and the character offset (in the paragraph) of each slot in it."""
     values = {**person, "a": _indefinite_article(person["job"])}
     text, spans, position = "", {}, 0
     while position < len(template):
@@ -101,8 +115,18 @@ def _fact_sentence(rng: random.Random, person: dict[str, str], kind: str, offset
     return text, spans
 
 
+def _fact_sentence(rng: random.Random, person: dict[str, str], kind: str, offset: int) -> tuple[str, dict[str, int]]:
+    """One sentence stating `kind` of `person`, and the character offset (in the paragraph) of each slot in it."""
+    return _fill(rng.choice(_FACT_TEMPLATES[kind]), person, offset)
+
+
 def _paragraph(
-    rng: random.Random, num_people: int, questions_per_paragraph: int, id_prefix: str, kinds: tuple[str, ...]
+    rng: random.Random,
+    num_people: int,
+    questions_per_paragraph: int,
+    id_prefix: str,
+    kinds: tuple[str, ...],
+    layout: str = "fact",
 ) -> dict[str, Any]:
     """A paragraph of `num_people` people with distinct names, cities, years and jobs, and its questions.
 
@@ -113,14 +137,24 @@ def _paragraph(
     years = [str(y) for y in rng.sample(range(1890, 2015), num_people)]
     jobs = rng.sample(JOBS, num_people)
     people = [{"name": n, "city": c, "year": y, "job": j} for n, c, y, j in zip(names, cities, years, jobs)]
-    facts = [(p, kind) for p in range(num_people) for kind in _FACT_TEMPLATES]
-    rng.shuffle(facts)
+    if layout == "person":
+        facts: list[tuple[int | None, str | None]] = [(p, None) for p in range(num_people)]
+    elif layout == "kind":
+        kind = rng.choice([k for k in _FACT_TEMPLATES if k in kinds] or list(_FACT_TEMPLATES))
+        kinds = tuple(k for k in kinds if k in (kind, "name_by_" + kind))
+        facts = [(p, kind) for p in range(num_people)]
+    else:
+        facts = [(p, kind) for p in range(num_people) for kind in _FACT_TEMPLATES]
+        rng.shuffle(facts)
     if rng.random() < 0.5:
         facts.insert(rng.randrange(len(facts) + 1), (None, None))
     sentences, spans, offset = [], [{} for _ in people], 0
     for p, kind in facts:
         if p is None:
             sentence = rng.choice(_FILLERS)
+        elif kind is None:
+            sentence, fact_spans = _fill(rng.choice(_PERSON_TEMPLATES), people[p], offset)
+            spans[p] = {**fact_spans, **{"name_by_" + k: fact_spans["name"] for k in _FACT_TEMPLATES}}
         else:
             sentence, fact_spans = _fact_sentence(rng, people[p], kind, offset)
             spans[p][kind] = fact_spans[kind]
@@ -151,6 +185,7 @@ def generate_squad(
     questions_per_paragraph: int = 4,
     paragraphs_per_article: int = 20,
     question_kinds: tuple[str, ...] = QUESTION_KINDS,
+    layout: str = "fact",
 ) -> dict[str, Any]:
     """A SQuAD v1.1-format dataset of `num_paragraphs` generated paragraphs (deterministic in `seed`).
 
@@ -163,7 +198,11 @@ def generate_squad(
         question_kinds: which questions to ask: a fact of a person (`FACT_QUESTIONS`) and/or the person with
             a fact ("name_by_job", "name_by_city"). A left-to-right model cannot find a person from a fact
             stated after the name, so it gets `FACT_QUESTIONS` only.
+        layout: ``"fact"`` (one sentence per fact), ``"person"`` (one per person) or ``"kind"`` (one kind of
+            fact per paragraph); see the module docstring.
     """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     unknown = set(question_kinds) - set(QUESTION_KINDS)
     if not question_kinds or unknown:
         raise ValueError(f"question_kinds must be a non-empty subset of {QUESTION_KINDS}, got {question_kinds}")
@@ -179,7 +218,7 @@ def generate_squad(
             title = f"{rng.choice(_ARTICLE_TOPICS)} {len(articles) + 1}"
             articles.append({"title": title, "paragraphs": []})
         paragraph = _paragraph(
-            rng, rng.randint(low, high), questions_per_paragraph, f"s{seed}-p{index}", tuple(question_kinds)
+            rng, rng.randint(low, high), questions_per_paragraph, f"s{seed}-p{index}", tuple(question_kinds), layout
         )
         articles[-1]["paragraphs"].append(paragraph)
     return {"version": "1.1", "data": articles}
@@ -255,6 +294,8 @@ def build_wordpiece_tokenizer(
 
 __all__ = [
     "FACT_QUESTIONS",
+    "FIRST_NAMES",
+    "LAYOUTS",
     "QUESTION_KINDS",
     "build_wordpiece_tokenizer",
     "generate_squad",

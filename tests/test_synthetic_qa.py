@@ -16,6 +16,7 @@ from hf_oto.qa import answer_question
 from hf_oto.synthetic_qa import (
     CITIES,
     FACT_QUESTIONS,
+    FIRST_NAMES,
     JOBS,
     build_wordpiece_tokenizer,
     generate_squad,
@@ -53,8 +54,9 @@ def test_squad_v1_structure_and_answer_spans():
     assert len(ids) == 800
 
 
-def test_questions_need_the_context():
-    squad = generate_squad(300, seed=2)
+@pytest.mark.parametrize("layout", ["fact", "person"])
+def test_questions_need_the_context(layout):
+    squad = generate_squad(300, seed=2, layout=layout)
     relative_positions, first_word, answers = [], 0, collections.Counter()
     for context, qa in _questions(squad):
         answer = qa["answers"][0]
@@ -74,6 +76,33 @@ def test_questions_need_the_context():
     assert answers.most_common(1)[0][1] / total < 0.05  # no answer string dominates
     kinds = collections.Counter(qa["question"].split()[0] for _, qa in _questions(squad))
     assert {"Who", "Where", "What", "When", "In", "Which"} <= set(kinds)
+
+
+def test_person_layout_names_each_person_once():
+    """layout="person": one sentence per person, name first, so a name occurs once in its paragraph and the
+    nearest name before an answer is the person asked about; every kind of fact has a distractor."""
+    squad = generate_squad(100, seed=4, people_per_paragraph=(2, 3), question_kinds=FACT_QUESTIONS, layout="person")
+    for context, qa in _questions(squad):
+        names = [word for word in re.findall(r"[A-Z][a-z]+", context) if word in FIRST_NAMES]
+        assert len(names) == len(set(names)) >= 2
+        person = next(name for name in FIRST_NAMES if re.search(rf"\b{name}\b", qa["question"]))
+        before = context[: qa["answers"][0]["answer_start"]]
+        assert max(names, key=lambda name: before.rfind(name) if name in before else -1) == person
+        assert sum(re.search(rf"\b{city}\b", context) is not None for city in CITIES) == len(names)
+    with pytest.raises(ValueError, match="layout"):
+        generate_squad(2, layout="table")
+
+
+def test_kind_layout_asks_the_one_kind_it_states():
+    """layout="kind": every person of a paragraph gets one sentence of the same kind, and every question asks
+    about that kind, so the answer's type never tells which person it belongs to."""
+    squad = generate_squad(60, seed=5, people_per_paragraph=(3, 4), question_kinds=FACT_QUESTIONS, layout="kind")
+    for context, qa in _questions(squad):
+        sentences = [s for s in context.split(". ") if any(s.startswith(name + " ") for name in FIRST_NAMES)]
+        answer = qa["answers"][0]["text"]
+        pool = CITIES if answer in CITIES else JOBS if answer in JOBS else None
+        same_kind = [s for s in sentences if pool is None or any(re.search(rf"\b{w}\b", s) for w in pool)]
+        assert len(same_kind) == len(sentences) >= 3
 
 
 def test_bad_arguments():
