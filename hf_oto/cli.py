@@ -88,7 +88,7 @@ def format_inspection(folder: str, config: dict[str, Any]) -> str:
         )
         layer_rows = [LayerRow(i, (h, None), (kv, None), (f, None)) for i, (h, kv, f) in enumerate(counts)]
 
-    ffn_in = ", ".join(layout.get("ffn_in", []))
+    ffn_in = ", ".join(e if isinstance(e, str) else f"{e['path']} x{e['parts']}" for e in layout.get("ffn_in", []))
     lines.append(
         f"  {'layer':>5}  {'heads':>7}  {'kv heads':>8}  {'ffn':>11}  "
         f"{'q / k / v (out x in)':<30}  {'o (out x in)':<14}  ffn in / out ({ffn_in} / {layout.get('ffn_out')})"

@@ -91,3 +91,31 @@ def oto_fields_problem(values: dict) -> str | None:
                 f"number of query heads per key/value head; {RESAVE}"
             )
     return None
+
+
+def layer_projections(layout: dict) -> tuple[list, list]:
+    """(attention, ffn) projections of one layer, each ``(path, side, parts)``: `side` "out" when the groups are
+    output rows (and bias entries), "in" when they are input columns; `parts` the kinds of the consecutive
+    regions along that side, each region holding one equal chunk per group (`part_width`).
+
+    Layouts saved before fused projections existed have no ``qkv`` key and only plain ``ffn_in`` paths."""
+    qkv = layout.get("qkv")
+    if qkv is None:
+        attention = [(layout["q"], "out", ("q",)), (layout["k"], "out", ("kv",)), (layout["v"], "out", ("kv",))]
+    elif layout.get("qkv_layout", "blocked") == "interleaved":
+        attention = [(qkv, "out", ("qkv",))]
+    else:
+        attention = [(qkv, "out", ("q", "kv", "kv"))]
+    attention.append((layout["o"], "in", ("q",)))
+    ffn = []
+    for entry in layout["ffn_in"]:
+        path, parts = (entry, 1) if isinstance(entry, str) else (entry["path"], entry["parts"])
+        ffn.append((path, "out", ("ffn",) * parts))
+    ffn.append((layout["ffn_out"], "in", ("ffn",)))
+    return attention, ffn
+
+
+def part_width(kind: str, per_group: int, head_dim: int) -> int:
+    """Rows (or columns) one group owns in a region of `kind`: its query heads ("q"), one key or value head
+    ("kv"), its interleaved query, key and value ("qkv"), or one FFN neuron ("ffn")."""
+    return {"q": per_group * head_dim, "kv": head_dim, "qkv": (per_group + 2) * head_dim, "ffn": 1}[kind]

@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import uuid
 import warnings
 
@@ -27,7 +28,7 @@ import torch
 import transformers
 from torch import nn
 
-from .configuration_oto import OTO_PREFIX, oto_config_class, oto_fields_problem
+from .configuration_oto import OTO_PREFIX, layer_projections, oto_config_class, oto_fields_problem, part_width
 
 CONFIG_FIELDS = (
     "oto_num_attention_heads",
@@ -69,7 +70,7 @@ class EmptyAttention(nn.Module):
         output = hidden_states.new_zeros(*hidden_states.shape[:-1], 0)
         if self.output_projection is not None:
             output = getattr(self, self.output_projection)(output)
-        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        cache = next((kwargs[key] for key in ("cache", "past_key_values", "layer_past") if key in kwargs), None)
         key_length = hidden_states.shape[-2]
         if cache is not None and self.layer_idx is not None:
             cache = getattr(cache, "self_attention_cache", cache)
@@ -99,21 +100,79 @@ class ZeroInvarianceError(RuntimeError):
     """A slim model's outputs differ from the dense group-sparse model's; nothing was written."""
 
 
-def _resize_linear(parent: nn.Module, path: str, in_features: int | None = None, out_features: int | None = None):
-    """Replace the Linear at `path` by one of the given shape (same dtype, device and bias presence)."""
+def is_conv1d(module: nn.Module) -> bool:
+    """Whether `module` is transformers' `Conv1D` (GPT-2): a Linear whose weight is stored as (in, out)."""
+    utils = sys.modules.get("transformers.pytorch_utils")  # not loaded: no model has a Conv1D
+    return utils is not None and isinstance(module, utils.Conv1D)
+
+
+def projection_features(module: nn.Module) -> tuple[int, int]:
+    """(in, out) features of an `nn.Linear` or a `Conv1D`."""
+    rows, columns = module.weight.shape
+    return (rows, columns) if is_conv1d(module) else (columns, rows)
+
+
+def grouped_dim(module: nn.Module, side: str) -> int:
+    """The weight dimension holding a projection's outputs (`side` "out") or inputs ("in")."""
+    return int((side == "out") == is_conv1d(module))
+
+
+def layer_counts(layer: nn.Module, layout: dict) -> tuple[int, int, int]:
+    """(query heads, key/value heads, FFN neurons) of one layer, read from its projections' shapes."""
+    head_dim = layout["head_dim"]
+    heads = projection_features(layer.get_submodule(layout["o"]))[0] // head_dim
+    if layout.get("qkv") is None:
+        kv_heads = projection_features(layer.get_submodule(layout["k"]))[1] // head_dim
+    else:
+        kv_heads = heads // layout.get("queries_per_group", 1)
+    return heads, kv_heads, projection_features(layer.get_submodule(layout["ffn_out"]))[0]
+
+
+def _resize_projection(parent: nn.Module, path: str, in_features: int | None = None, out_features: int | None = None):
+    """Replace the Linear or Conv1D at `path` by one of the given shape (same dtype, device and bias presence)."""
     owner_path, _, name = path.rpartition(".")
     owner = parent.get_submodule(owner_path) if owner_path else parent
     old = getattr(owner, name)
-    shape = (
-        old.out_features if out_features is None else out_features,
-        old.in_features if in_features is None else in_features,
-    )
-    if (old.out_features, old.in_features) == shape:
+    old_in, old_out = projection_features(old)
+    shape = (old_out if out_features is None else out_features, old_in if in_features is None else in_features)
+    if (old_out, old_in) == shape:
         return
+    device, dtype = old.weight.device, old.weight.dtype
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
-        new = nn.Linear(shape[1], shape[0], bias=old.bias is not None, device=old.weight.device, dtype=old.weight.dtype)
+        if is_conv1d(old):  # Conv1D(nf=out, nx=in); it always has a bias
+            with torch.device(device):
+                new = type(old)(shape[0], shape[1]).to(dtype)
+        else:
+            new = nn.Linear(shape[1], shape[0], bias=old.bias is not None, device=device, dtype=dtype)
     setattr(owner, name, new)
+
+
+class LayerConfig:
+    """One attention module's view of the model config: its own head counts, every other attribute read from (and
+    written to) the shared config, live, so e.g. `set_attn_implementation` on the model still reaches the layer.
+
+    Assigned to the `config` of every attention module that has one, for modules that read head counts from their
+    config in `forward` (Phi-3: ``self.config.num_attention_heads``)."""
+
+    def __init__(self, shared, **overrides):
+        self.__dict__["_oto_shared"] = getattr(shared, "_oto_shared", shared)
+        self.__dict__.update(overrides)
+
+    def __getattr__(self, name: str):
+        if name.startswith("__") or name == "_oto_shared":
+            raise AttributeError(name)
+        return getattr(self.__dict__["_oto_shared"], name)
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in self.__dict__:
+            self.__dict__[name] = value
+        else:
+            setattr(self._oto_shared, name, value)
+
+    def __repr__(self) -> str:
+        overrides = {k: v for k, v in self.__dict__.items() if k != "_oto_shared"}
+        return f"LayerConfig({type(self._oto_shared).__name__}, {overrides})"
 
 
 def reshape_layers(model: nn.Module, config) -> None:
@@ -127,18 +186,17 @@ def reshape_layers(model: nn.Module, config) -> None:
     attention_path = layout["attention_module"]
     inner_prefix = attention_path + "."
     output_projection = layout["o"][len(inner_prefix) :] if layout["o"].startswith(inner_prefix) else None
+    fields = layout.get("config_fields", {"num_heads": "num_attention_heads", "num_kv_heads": None})
     counts = zip(
         config.oto_num_attention_heads, config.oto_num_key_value_heads, config.oto_intermediate_sizes, strict=True
     )
     for index, (heads, kv_heads, width) in enumerate(counts):
         layer = layers[index]
-        _resize_linear(layer, layout["q"], out_features=heads * head_dim)
-        _resize_linear(layer, layout["k"], out_features=kv_heads * head_dim)
-        _resize_linear(layer, layout["v"], out_features=kv_heads * head_dim)
-        _resize_linear(layer, layout["o"], in_features=heads * head_dim)
-        for path in layout["ffn_in"]:
-            _resize_linear(layer, path, out_features=width)
-        _resize_linear(layer, layout["ffn_out"], in_features=width)
+        per_group = heads // kv_heads if kv_heads else 1
+        for projections, groups in zip(layer_projections(layout), (kv_heads, width), strict=True):
+            for path, side, parts in projections:
+                size = sum(groups * part_width(kind, per_group, head_dim) for kind in parts)
+                _resize_projection(layer, path, **{f"{side}_features": size})
 
         attention = layer.get_submodule(attention_path)
         quantities = {
@@ -149,6 +207,9 @@ def reshape_layers(model: nn.Module, config) -> None:
         }
         for attribute, quantity in layout["attention_attrs"].items():
             setattr(attention, attribute, quantities[quantity])
+        if getattr(attention, "config", None) is not None:
+            overrides = {fields[key]: quantities[key] for key in ("num_heads", "num_kv_heads") if fields.get(key)}
+            attention.config = LayerConfig(attention.config, **overrides)
         if heads == 0 and not isinstance(attention, EmptyAttention):
             owner_path, _, name = attention_path.rpartition(".")
             owner = layer.get_submodule(owner_path) if owner_path else layer
