@@ -315,7 +315,8 @@ def _projection_slices(
         offset = 0
         for kind in parts:
             length = num_groups * widths[kind]
-            slices.append(ParamSlice(f"{prefix}.{path}.{leaf}[{kind}]", tensor, dim, offset, length))
+            name = f"{prefix}.{path}.{leaf}[{offset}:{offset + length}]"
+            slices.append(ParamSlice(name, tensor, dim, offset, length))
             offset += length
     return slices
 

@@ -141,11 +141,28 @@ def _resize_projection(parent: nn.Module, path: str, in_features: int | None = N
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
         if is_conv1d(old):  # Conv1D(nf=out, nx=in); it always has a bias
+            base = getattr(type(old), "_oto_base", type(old))
             with torch.device(device):
-                new = type(old)(shape[0], shape[1]).to(dtype)
+                new = (_zero_input_conv1d(base) if shape[1] == 0 else base)(shape[0], shape[1]).to(dtype)
         else:
             new = nn.Linear(shape[1], shape[0], bias=old.bias is not None, device=device, dtype=dtype)
     setattr(owner, name, new)
+
+
+_ZERO_INPUT_CLASSES: dict = {}
+
+
+def _zero_input_conv1d(base: type) -> type:
+    """A subclass of `Conv1D` for 0 inputs (a layer that keeps 0 heads or neurons): Conv1D's own forward cannot
+    view an empty input as (-1, 0), and its output is the bias."""
+    if base not in _ZERO_INPUT_CLASSES:
+
+        def forward(self, x):
+            return x.new_zeros(*x.shape[:-1], self.weight.shape[1]) + self.bias
+
+        attributes = {"forward": forward, "_oto_base": base, "__module__": __name__}
+        _ZERO_INPUT_CLASSES[base] = type(f"ZeroInput{base.__name__}", (base,), attributes)
+    return _ZERO_INPUT_CLASSES[base]
 
 
 class LayerConfig:

@@ -186,13 +186,14 @@ def test_generate_matches_dense(family):
     assert torch.equal(dense.generate(prompt, **kwargs), slim.generate(prompt, **kwargs))
 
 
-def _task_classes():
+def task_classes(families=FAMILIES):
+    """(family, class name) for every task head the Auto classes map each family to."""
     from transformers.models.auto import modeling_auto
 
     from hf_oto.hub import _AUTO_CLASSES
 
     cases = []
-    for family in FAMILIES:
+    for family in families:
         for mapping_name in _AUTO_CLASSES.values():
             name = getattr(modeling_auto, mapping_name).get(family)
             if name and name not in {c[1] for c in cases if c[0] == family}:
@@ -200,7 +201,7 @@ def _task_classes():
     return cases
 
 
-@pytest.mark.parametrize("family,class_name", _task_classes())
+@pytest.mark.parametrize("family,class_name", task_classes())
 def test_every_task_head(family, class_name):
     model_class = getattr(transformers, class_name)
     dense = tiny_model(family, model_class)
@@ -243,12 +244,15 @@ def test_report_counts_and_str():
 
 
 def test_unsupported_model_names_type_and_supported_ones():
-    model = transformers.GPT2Model(transformers.GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50))
+    config = transformers.OPTConfig(
+        num_hidden_layers=1, hidden_size=16, num_attention_heads=2, ffn_dim=32, vocab_size=50, word_embed_proj_dim=16
+    )
+    model = transformers.OPTModel(config)
     for call in (hf_oto.build_groups, hf_oto.slim_model):
         with pytest.raises(hf_oto.UnsupportedModelError) as error:
             call(model)
         message = str(error.value)
-        assert "'gpt2'" in message
+        assert "'opt'" in message
         for supported in hf_oto.SUPPORTED_MODEL_TYPES:
             assert supported in message
 

@@ -284,12 +284,20 @@ def test_missing_tokenizer_saves_model_and_warns(trained, tmp_path, monkeypatch,
 
 
 def test_unsupported_model_lists_supported_families(tmp_path):
-    config = transformers.GPT2Config(vocab_size=97, n_positions=32, n_embd=16, n_layer=2, n_head=2)
-    model = transformers.GPT2LMHeadModel(config)
+    config = transformers.OPTConfig(
+        vocab_size=97,
+        max_position_embeddings=32,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        ffn_dim=32,
+        word_embed_proj_dim=16,
+    )
+    model = transformers.OPTForCausalLM(config)
     with pytest.raises(UnsupportedModelError) as error:
         OTOTrainer(model=model, args=make_args(tmp_path), train_dataset=make_dataset())
     message = str(error.value)
-    assert "'gpt2'" in message
+    assert "'opt'" in message
     for model_type in hf_oto.SUPPORTED_MODEL_TYPES:
         assert model_type in message
     assert "ArchitectureSpec" in message  # what to do about it

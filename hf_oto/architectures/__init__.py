@@ -7,11 +7,15 @@ from typing import Any
 from ..errors import UnsupportedModelError
 from .bert import BERT
 from .distilbert import DISTILBERT
+from .gpt2 import GPT2
+from .gpt_neox import GPT_NEOX
 from .llama import LLAMA
-from .spec import ArchitectureSpec
+from .modernbert import MODERNBERT
+from .phi3 import PHI3
+from .spec import ArchitectureSpec, Fused
 from .vit import VIT
 
-SPECS: tuple[ArchitectureSpec, ...] = (BERT, DISTILBERT, LLAMA, VIT)
+SPECS: tuple[ArchitectureSpec, ...] = (BERT, DISTILBERT, LLAMA, VIT, GPT2, GPT_NEOX, PHI3, MODERNBERT)
 _BY_MODEL_TYPE = {model_type: spec for spec in SPECS for model_type in spec.model_types}
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(_BY_MODEL_TYPE)
 
@@ -40,4 +44,4 @@ def get_spec(model_or_config: Any) -> ArchitectureSpec:
         ) from None
 
 
-__all__ = ["ArchitectureSpec", "SPECS", "SUPPORTED_MODEL_TYPES", "base_model_type", "get_spec"]
+__all__ = ["ArchitectureSpec", "Fused", "SPECS", "SUPPORTED_MODEL_TYPES", "base_model_type", "get_spec"]
