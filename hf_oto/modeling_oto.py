@@ -187,10 +187,6 @@ class LayerConfig:
         else:
             setattr(self._oto_shared, name, value)
 
-    def __repr__(self) -> str:
-        overrides = {k: v for k, v in self.__dict__.items() if k != "_oto_shared"}
-        return f"LayerConfig({type(self._oto_shared).__name__}, {overrides})"
-
 
 def reshape_layers(model: nn.Module, config) -> None:
     """Re-shape every layer of a freshly built stock model to the per-layer counts of a slim config."""
@@ -491,6 +487,11 @@ class OTOSlimMixin:
                 + ". The folder is corrupt, or its config.json belongs to other weights; re-save it with hf_oto."
             )
         return (model, info) if want_info else model
+
+    @classmethod
+    def _can_set_attn_implementation(cls) -> bool:
+        """As the stock class: transformers decides by reading the class's module source, here this file."""
+        return cls._oto_base_class._can_set_attn_implementation()
 
     @property
     def oto_reference(self) -> dict | None:
