@@ -15,6 +15,7 @@ from conftest import FUSED_CONFIGS, run_fresh, tiny_model
 from test_slim import assert_same_outputs, block_range, task_classes
 from test_trainer import make_args, make_dataset
 from torch import nn
+from transformers.pytorch_utils import Conv1D
 
 import hf_oto
 from hf_oto import HSPG, OTOTrainer
@@ -47,13 +48,25 @@ def slim_pair(family, model_class=None, attn="eager", **overrides):
 # ---------------------------------------------------------------------------------------------- optimizer
 
 
-class TinyNet(nn.Module):
-    """Two layers of a GQA-like attention-free block: q/k/v (fused or separate) into o, gate/up into down."""
+def to_conv1d(linear: nn.Linear) -> Conv1D:
+    """The same projection as GPT-2's Conv1D: weight stored (in, out), always a bias."""
+    with torch.random.fork_rng():
+        conv = Conv1D(linear.out_features, linear.in_features)
+    with torch.no_grad():
+        conv.weight.copy_(linear.weight.T)
+        conv.bias.copy_(linear.bias if linear.bias is not None else torch.zeros(linear.out_features))
+    return conv
 
-    def __init__(self, fused: bool, seed: int = 0):
+
+class TinyNet(nn.Module):
+    """Two layers of a GQA-like attention-free block: q/k/v (fused or separate) into o, gate/up into down; with
+    `transposed`, every projection a Conv1D (regions along the weight's dim 1)."""
+
+    def __init__(self, fused: bool, transposed: bool = False, seed: int = 0):
         super().__init__()
         torch.manual_seed(seed)
         self.fused = fused
+        self.rows, self.columns = (1, 0) if transposed else (0, 1)
         self.layers = nn.ModuleList()
         for _ in range(2):
             q, k, v, o = nn.Linear(6, 8), nn.Linear(6, 4), nn.Linear(6, 4), nn.Linear(8, 6, bias=False)
@@ -70,12 +83,16 @@ class TinyNet(nn.Module):
                 layer.q, layer.k, layer.v, layer.gate, layer.up = q, k, v, gate, up
                 gate.bias, up.bias = None, None
             layer.o, layer.down = o, down
+            if transposed:
+                for name, child in list(layer.named_children()):
+                    setattr(layer, name, to_conv1d(child))
             self.layers.append(layer)
 
     def split(self, layer):
         """(q, k, v, gate, up) weights of a layer, as separate tensors."""
         if self.fused:
-            return (*layer.qkv.weight.split([8, 4, 4]), *layer.gate_up.weight.split([5, 5]))
+            qkv, gate_up = layer.qkv.weight.split([8, 4, 4], self.rows), layer.gate_up.weight.split(5, self.rows)
+            return (*qkv, *gate_up)
         return layer.q.weight, layer.k.weight, layer.v.weight, layer.gate.weight, layer.up.weight
 
     def forward(self, x):
@@ -91,24 +108,25 @@ class TinyNet(nn.Module):
 
     def groups(self) -> GroupSet:
         """Per layer: 2 KV groups (2 query heads of width 2 each, K and V heads of width 2), 5 FFN neurons."""
-        blocks = []
+        blocks, rows = [], self.rows
         for index, layer in enumerate(self.layers):
             if self.fused:
-                attention = [ParamSlice("qkv.w", layer.qkv.weight, 0, *span) for span in ((0, 8), (8, 4), (12, 4))]
-                attention += [ParamSlice("qkv.b", layer.qkv.bias, 0, *span) for span in ((0, 8), (8, 4), (12, 4))]
-                ffn = [ParamSlice("gate_up.w", layer.gate_up.weight, 0, *span) for span in ((0, 5), (5, 5))]
+                spans = ((0, 8), (8, 4), (12, 4))
+                attention = [ParamSlice("qkv.w", layer.qkv.weight, rows, *span) for span in spans]
+                attention += [ParamSlice("qkv.b", layer.qkv.bias, 0, *span) for span in spans]
+                ffn = [ParamSlice("gate_up.w", layer.gate_up.weight, rows, *span) for span in ((0, 5), (5, 5))]
             else:
-                attention = [ParamSlice("w", m.weight, 0) for m in (layer.q, layer.k, layer.v)]
+                attention = [ParamSlice("w", m.weight, rows) for m in (layer.q, layer.k, layer.v)]
                 attention += [ParamSlice("b", m.bias, 0) for m in (layer.q, layer.k, layer.v)]
-                ffn = [ParamSlice("w", m.weight, 0) for m in (layer.gate, layer.up)]
-            attention.append(ParamSlice("o", layer.o.weight, 1))
-            ffn.append(ParamSlice("down", layer.down.weight, 1))
+                ffn = [ParamSlice("w", m.weight, rows) for m in (layer.gate, layer.up)]
+            attention.append(ParamSlice("o", layer.o.weight, self.columns))
+            ffn.append(ParamSlice("down", layer.down.weight, self.columns))
             blocks += [GroupBlock(ATTENTION, 2, attention, layer=index), GroupBlock(FFN, 5, ffn, layer=index)]
         return GroupSet(blocks)
 
 
-def train(fused: bool, steps: int = 24, **options):
-    model = TinyNet(fused)
+def train(fused: bool, transposed: bool, steps: int = 24, **options):
+    model = TinyNet(fused, transposed)
     groups = model.groups()
     optimizer = HSPG(model.parameters(), groups, total_steps=steps, target_group_sparsity=0.5, n_p=0.25, **options)
     generator = torch.Generator().manual_seed(1)
@@ -131,10 +149,11 @@ def train(fused: bool, steps: int = 24, **options):
     ],
     ids=["adamw-workspace", "adamw-stacked-magnitude", "sgd-momentum-workspace", "sgd-stacked-prox"],
 )
-def test_region_slices_follow_the_separate_parameters_trajectory(options):
+@pytest.mark.parametrize("transposed", [False, True], ids=["linear", "conv1d"])
+def test_region_slices_follow_the_separate_parameters_trajectory(options, transposed):
     options = {"lr": 0.02, **options}
-    fused, fused_opt = train(True, **options)
-    split, split_opt = train(False, **options)
+    fused, fused_opt = train(True, transposed, **options)
+    split, split_opt = train(False, transposed, **options)
     assert torch.equal(fused_opt.zero_mask(), split_opt.zero_mask())
     assert int(fused_opt.zero_mask().sum()) == 7  # ⌊0.5 · 14⌋ groups, heads and neurons alike
     for a, b in zip(fused.layers, split.layers):
@@ -183,6 +202,31 @@ def test_slim_equals_dense_for_every_task_head(family, class_name, attn):
     # the slim model is of the shapes its config says: slimming it again is a no-op
     again = hf_oto.build_groups(slim)
     assert len(again) == sum(report.slim.kv_heads) + sum(report.slim.ffn)
+
+
+@pytest.mark.parametrize(
+    "family,model_class,overrides",
+    [
+        (
+            "gpt2",
+            transformers.GPT2LMHeadModel,
+            dict(reorder_and_upcast_attn=True, scale_attn_by_inverse_layer_idx=True),
+        ),
+        ("gpt_neox", transformers.GPTNeoXForCausalLM, dict(use_parallel_residual=False)),
+        ("phi3", transformers.Phi3ForCausalLM, dict(num_key_value_heads=4)),  # MHA: one head per group
+        ("modernbert", transformers.ModernBertForMaskedLM, dict(local_attention=4)),  # global, local, global
+    ],
+)
+def test_config_variants(family, model_class, overrides):
+    dense, slim, report = slim_pair(family, model_class, **overrides)
+    assert_same_outputs(dense, slim)
+    if family == "phi3":
+        assert report.slim.kv_heads == report.slim.heads == [0, 2, 2]
+    if family == "modernbert":
+        layers = slim.base_model.layers  # global and local layers keep their kind and window
+        kinds = [(layer.attention_type, layer.attn.sliding_window) for layer in layers[1:]]  # layer 0: 0 heads
+        assert kinds == [(layer.attention_type, layer.attn.sliding_window) for layer in dense.base_model.layers[1:]]
+        assert len(set(kinds)) == 2
 
 
 @pytest.mark.parametrize("family", DECODERS)
