@@ -19,6 +19,7 @@ from transformers.pytorch_utils import Conv1D
 
 import hf_oto
 from hf_oto import HSPG, OTOTrainer
+from hf_oto.accounting import removed_costs
 from hf_oto.groups import ATTENTION, FFN, GroupBlock, GroupSet, ParamSlice
 from hf_oto.optim.layout import Block
 from hf_oto.optim.sharded import ShardedGroupLayout
@@ -199,6 +200,12 @@ def test_slim_equals_dense_for_every_task_head(family, class_name, attn):
     assert report.slim.heads[1:] == [h // 2 for h in report.dense.heads[1:]]
     assert report.slim.params < report.dense.params and report.slim.flops_per_token < report.dense.flops_per_token
     assert_same_outputs(dense, slim)
+    groups = hf_oto.build_groups(dense)  # what training logs as removed is what slimming removes
+    params, flops = removed_costs(groups, groups.zero_norm_mask(), report.seq_len)
+    assert (params, flops) == (
+        report.dense.params - report.slim.params,
+        report.dense.flops_per_token - report.slim.flops_per_token,
+    )
     # the slim model is of the shapes its config says: slimming it again is a no-op
     again = hf_oto.build_groups(slim)
     assert len(again) == sum(report.slim.kv_heads) + sum(report.slim.ffn)
