@@ -20,6 +20,7 @@ from transformers.pytorch_utils import Conv1D
 import hf_oto
 from hf_oto import HSPG, OTOTrainer
 from hf_oto.accounting import removed_costs
+from hf_oto.architectures import ArchitectureSpec
 from hf_oto.groups import ATTENTION, FFN, GroupBlock, GroupSet, ParamSlice
 from hf_oto.optim.layout import Block
 from hf_oto.optim.sharded import ShardedGroupLayout
@@ -185,6 +186,29 @@ def test_region_slices_are_refused_when_they_do_not_tile_or_span_blocks():
         HSPG([weight], two_blocks, lr=0.1)
     with pytest.raises(NotImplementedError, match="region slices"):
         ShardedGroupLayout([Block(halves[0], 0, 1, [0, 0])], torch.device("cpu"))
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        dict(q="a.q", k="a.k", v="a.v", qkv="a.qkv"),  # both
+        dict(q="a.q", k="a.k"),  # no v
+        dict(qkv="a.qkv", qkv_layout="rows"),
+        dict(qkv="a.qkv", qkv_layout="interleaved", num_kv_heads_field="num_key_value_heads"),
+    ],
+)
+def test_spec_refuses_ambiguous_attention(fields):
+    with pytest.raises(ValueError, match="spec 'x'"):
+        ArchitectureSpec(
+            name="x",
+            model_types=("x",),
+            layers="l",
+            attention_module="a",
+            o="a.o",
+            ffn_in=("f",),
+            ffn_out="d",
+            **fields,
+        )
 
 
 # ---------------------------------------------------------------------------------------------- slim models

@@ -520,8 +520,8 @@ def index_blocks(groups: GroupSet, param_groups: list[dict]) -> tuple[list[Block
                     f"parameter {piece.name} appears in two group blocks ({seen[key][1]} and {where}); a grouped "
                     "parameter must belong to exactly one block."
                 )
-            if key not in seen:
-                names[key] = piece.name
+            if key not in seen:  # the parameter's name, without a region suffix such as "[0:32]"
+                names[key] = piece.name if piece.whole else piece.name.rsplit("[", 1)[0]
             seen[key] = (position, where)
         if not block.prunable:
             continue  # unprunable groups: plain base step, nothing else
