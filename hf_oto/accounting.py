@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from .architectures import ArchitectureSpec, get_spec
+from .configuration_oto import is_conv1d, layer_counts, projection_features
 from .groups import ATTENTION, GroupSet
-from .modeling_oto import is_conv1d, layer_counts, projection_features
 
 
 def linear_flops(weights: float) -> float:

@@ -27,6 +27,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .check import add_check_parser
+
 if TYPE_CHECKING:
     from .slim import SlimReport
 
@@ -656,6 +658,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = commands.add_parser("inspect", help="describe a saved slim model from its folder")
     inspect.add_argument("folder", help="a folder written by OTOTrainer.save_model or a slim model's save_pretrained")
     inspect.set_defaults(handler=inspect_command)
+    add_check_parser(commands)
     return parser
 
 

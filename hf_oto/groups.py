@@ -19,8 +19,7 @@ import torch
 from torch import nn
 
 from .architectures import ArchitectureSpec, get_spec
-from .configuration_oto import layer_projections, part_width
-from .modeling_oto import grouped_dim, layer_counts
+from .configuration_oto import grouped_dim, layer_counts, layer_projections, part_width
 from .optim.kernels import group_broadcast_shape, group_sq_norms, grouped, scale_groups_
 
 ATTENTION = "attention"
@@ -275,7 +274,8 @@ class GroupSet:
 
     def __str__(self) -> str:
         structures = self.structures()
-        lines = [f"GroupSet: {len(self)} zero-invariant groups" + (f" ({self.spec.name})" if self.spec else "")]
+        family = f" ({self.spec.name}, {self.spec.origin} spec)" if self.spec else ""
+        lines = [f"GroupSet: {len(self)} zero-invariant groups{family}"]
         header = "  layer | " + " | ".join(f"{s} kept/total" for s in structures)
         lines.append(header)
         for row in self.summary():
@@ -301,7 +301,7 @@ def resolve(module: nn.Module, path: str) -> nn.Module:
 def _projection_slices(
     layer: nn.Module, prefix: str, path: str, side: str, parts: tuple[str, ...], num_groups: int, widths: dict
 ) -> list[ParamSlice]:
-    """The slices of one projection (`modeling_oto.layer_projections`): its weight along the grouped side, and its
+    """The slices of one projection (`configuration_oto.layer_projections`): its weight along the grouped side, and its
     bias for output rows; one region per part when the projection is fused."""
     module = resolve(layer, path)
     tensors = [("weight", module.weight, grouped_dim(module, side))]
@@ -326,19 +326,40 @@ def build_groups(
     prune: Sequence[str] = STRUCTURES,
     unprunable_layers: Iterable[int] = (),
 ) -> GroupSet:
-    """Find every zero-invariant group of a supported model.
+    """Find every zero-invariant group of a model.
 
     Args:
-        model: any `PreTrainedModel` of a supported family, with or without a task head.
+        model: a `PreTrainedModel` with or without a task head. Families with a hand-written spec are grouped
+            directly; any other family gets an inferred spec, proven on a random copy of the model before use
+            (`hf_oto.verification`).
         prune: which structures may be driven to zero: ``"attention"`` (heads / KV groups) and/or ``"ffn"``.
         unprunable_layers: layer indices whose groups are listed but frozen (never pruned).
 
-    Raises `UnsupportedModelError` for a family without a spec.
+    Raises `UnsupportedModelError` for a model whose groups cannot be found or proven, naming why.
     """
     spec = get_spec(model)
+    _check_prune(prune)
+    if spec.inferred:
+        from .verification import verify_spec  # verification slims models: imported on use, not at import
+
+        verify_spec(model, spec, [structure for structure in STRUCTURES if structure in prune])
+    return build_groups_with_spec(model, spec, prune, unprunable_layers)
+
+
+def _check_prune(prune: Sequence[str]) -> None:
     unknown = set(prune) - set(STRUCTURES)
     if unknown:
         raise ValueError(f"prune={list(prune)}: unknown structure(s) {sorted(unknown)}; choose from {STRUCTURES}.")
+
+
+def build_groups_with_spec(
+    model: nn.Module,
+    spec: ArchitectureSpec,
+    prune: Sequence[str] = STRUCTURES,
+    unprunable_layers: Iterable[int] = (),
+) -> GroupSet:
+    """The groups `spec` describes in `model`, without verifying the spec (see `build_groups`)."""
+    _check_prune(prune)
     config = model.config
     base = model.base_model
     name_prefix = f"{model.base_model_prefix}." if base is not model else ""

@@ -19,7 +19,6 @@ import transformers
 from transformers import AutoConfig
 from transformers.models.auto import configuration_auto, modeling_auto
 
-from .architectures import SPECS
 from .configuration_oto import OTO_PREFIX, oto_config_class
 from .modeling_oto import OTOLoadError, oto_model_class
 from .slim_folder import read_slim_config
@@ -116,37 +115,36 @@ def register_auto_classes() -> None:
     global _registered
     if _registered:
         return
-    for spec in SPECS:
-        for model_type in spec.model_types:
-            config_name = configuration_auto.CONFIG_MAPPING_NAMES.get(model_type)
-            if config_name is None:
+    # every stock type, not only the hand-written families: any family whose inferred spec verifies can be slim
+    for model_type, config_name in list(configuration_auto.CONFIG_MAPPING_NAMES.items()):
+        if model_type.startswith("oto_"):
+            continue
+
+        def config_class(config_name: str = config_name) -> type:
+            return oto_config_class(getattr(transformers, config_name))
+
+        oto_type = "oto_" + model_type
+        _register_pending(
+            configuration_auto.CONFIG_MAPPING,
+            _Pending(oto_type, lambda oto_type=oto_type: oto_type, config_class),
+            lambda key, value: AutoConfig.register(key, value, exist_ok=True),
+        )
+        for auto_name, mapping_name in _AUTO_CLASSES.items():
+            stock_name = getattr(modeling_auto, mapping_name).get(model_type)
+            if isinstance(stock_name, (list, tuple)):
+                stock_name = stock_name[0]
+            if stock_name is None:
                 continue
-
-            def config_class(config_name: str = config_name) -> type:
-                return oto_config_class(getattr(transformers, config_name))
-
-            oto_type = "oto_" + model_type
+            auto_class = getattr(transformers, auto_name)
             _register_pending(
-                configuration_auto.CONFIG_MAPPING,
-                _Pending(oto_type, lambda oto_type=oto_type: oto_type, config_class),
-                lambda key, value: AutoConfig.register(key, value, exist_ok=True),
+                auto_class._model_mapping,
+                _Pending(
+                    OTO_PREFIX + config_name,
+                    config_class,
+                    lambda stock_name=stock_name: oto_model_class(getattr(transformers, stock_name)),
+                ),
+                lambda key, value, auto_class=auto_class: auto_class.register(key, value, exist_ok=True),
             )
-            for auto_name, mapping_name in _AUTO_CLASSES.items():
-                stock_name = getattr(modeling_auto, mapping_name).get(model_type)
-                if isinstance(stock_name, (list, tuple)):
-                    stock_name = stock_name[0]
-                if stock_name is None:
-                    continue
-                auto_class = getattr(transformers, auto_name)
-                _register_pending(
-                    auto_class._model_mapping,
-                    _Pending(
-                        OTO_PREFIX + config_name,
-                        config_class,
-                        lambda stock_name=stock_name: oto_model_class(getattr(transformers, stock_name)),
-                    ),
-                    lambda key, value, auto_class=auto_class: auto_class.register(key, value, exist_ok=True),
-                )
     _registered = True
 
 

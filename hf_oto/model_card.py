@@ -199,8 +199,8 @@ def layer_fractions(report: SlimReport) -> list[tuple[float, float]]:
     return [(kept_ratio(s.heads[i], d.heads[i]), kept_ratio(s.ffn[i], d.ffn[i])) for i in range(len(d.heads))]
 
 
-def _png(pixels: list[bytearray], width: int) -> bytes:
-    """An 8-bit RGB PNG of `pixels` (rows of 3·width bytes)."""
+def encode_png(pixels: list[bytearray], width: int) -> bytes:
+    """An 8-bit RGB PNG of `pixels` (rows of 3·width bytes), with zlib only (also used by bench/plot_frontier.py)."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
@@ -245,7 +245,7 @@ def layers_png(fractions: Sequence[tuple[float, float]]) -> bytes:
                         fill(x + column * SCALE, x + (column + 1) * SCALE, top, top + SCALE, TEXT_COLOR)
             x += 4 * SCALE
     fill(MARGIN // 2, width - MARGIN // 2, base, base + 1, AXIS_COLOR)
-    return _png(pixels, width)
+    return encode_png(pixels, width)
 
 
 def plot_layers(report: SlimReport, path: str) -> None:

@@ -20,7 +20,6 @@ import json
 import os
 import re
 import shutil
-import sys
 import uuid
 import warnings
 
@@ -28,7 +27,16 @@ import torch
 import transformers
 from torch import nn
 
-from .configuration_oto import OTO_PREFIX, layer_projections, oto_config_class, oto_fields_problem, part_width
+from .configuration_oto import (
+    OTO_PREFIX,
+    LayerConfig,
+    is_conv1d,
+    layer_projections,
+    oto_config_class,
+    oto_fields_problem,
+    part_width,
+    projection_features,
+)
 
 CONFIG_FIELDS = (
     "oto_num_attention_heads",
@@ -39,6 +47,7 @@ CONFIG_FIELDS = (
     "oto_settings",
     "oto_report",
     "oto_staged_folder",
+    "oto_kept_heads",
 )
 STAGED_POINTER = "oto_staged_folder"
 """config.json field present only while a save is being committed: the staging folder holding the new model."""
@@ -100,34 +109,6 @@ class ZeroInvarianceError(RuntimeError):
     """A slim model's outputs differ from the dense group-sparse model's; nothing was written."""
 
 
-def is_conv1d(module: nn.Module) -> bool:
-    """Whether `module` is transformers' `Conv1D` (GPT-2): a Linear whose weight is stored as (in, out)."""
-    utils = sys.modules.get("transformers.pytorch_utils")  # not loaded: no model has a Conv1D
-    return utils is not None and isinstance(module, utils.Conv1D)
-
-
-def projection_features(module: nn.Module) -> tuple[int, int]:
-    """(in, out) features of an `nn.Linear` or a `Conv1D`."""
-    rows, columns = module.weight.shape
-    return (rows, columns) if is_conv1d(module) else (columns, rows)
-
-
-def grouped_dim(module: nn.Module, side: str) -> int:
-    """The weight dimension holding a projection's outputs (`side` "out") or inputs ("in")."""
-    return int((side == "out") == is_conv1d(module))
-
-
-def layer_counts(layer: nn.Module, layout: dict) -> tuple[int, int, int]:
-    """(query heads, key/value heads, FFN neurons) of one layer, read from its projections' shapes."""
-    head_dim = layout["head_dim"]
-    heads = projection_features(layer.get_submodule(layout["o"]))[0] // head_dim
-    if layout.get("qkv") is None:
-        kv_heads = projection_features(layer.get_submodule(layout["k"]))[1] // head_dim
-    else:
-        kv_heads = heads // layout.get("queries_per_group", 1)
-    return heads, kv_heads, projection_features(layer.get_submodule(layout["ffn_out"]))[0]
-
-
 def _resize_projection(parent: nn.Module, path: str, in_features: int | None = None, out_features: int | None = None):
     """Replace the Linear or Conv1D at `path` by one of the given shape (same dtype, device and bias presence)."""
     owner_path, _, name = path.rpartition(".")
@@ -153,39 +134,53 @@ _ZERO_INPUT_CLASSES: dict = {}
 
 
 def _zero_input_conv1d(base: type) -> type:
-    """A subclass of `Conv1D` for 0 inputs (a layer that keeps 0 heads or neurons): Conv1D's own forward cannot
-    view an empty input as (-1, 0), and its output is the bias."""
+    """`Conv1D` for 0 inputs (0 heads or neurons kept), whose output is its bias (Conv1D cannot view (-1, 0))."""
     if base not in _ZERO_INPUT_CLASSES:
-
-        def forward(self, x):
-            return x.new_zeros(*x.shape[:-1], self.weight.shape[1]) + self.bias
-
+        forward = lambda self, x: x.new_zeros(*x.shape[:-1], self.weight.shape[1]) + self.bias  # noqa: E731
         attributes = {"forward": forward, "_oto_base": base, "__module__": __name__}
         _ZERO_INPUT_CLASSES[base] = type(f"ZeroInput{base.__name__}", (base,), attributes)
     return _ZERO_INPUT_CLASSES[base]
 
 
-class LayerConfig:
-    """One attention module's view of the model config: its own head counts, every other attribute read from (and
-    written to) the shared config, live, so e.g. `set_attn_implementation` on the model still reaches the layer.
+def _narrow_width_norm(norm: nn.Module, width: int, dense_width: int) -> None:
+    """Give an RMS norm over a projection's full width (OLMo 2's ``q_norm``) `width` features, still exact.
 
-    Assigned to the `config` of every attention module that has one, for modules that read head counts from their
-    config in `forward` (Phi-3: ``self.config.num_attention_heads``)."""
+    Removed heads contributed zeros to the dense mean square Σx²/dense_width. The slim norm sees `width`
+    features, so its input is scaled by c = √(width/dense_width), making its mean square Σx²/dense_width again,
+    and its output divided by c. (RMS norms only: a mean-centering norm would not be exact; the verification
+    that guards every inferred spec refuses such a family.)"""
+    if width == dense_width or norm.weight.shape[-1] == width:  # dense, or already narrowed (a task model's
+        return  # stock __init__ may build its base model through the Auto classes, i.e. already reshaped)
+    for name, parameter in list(norm.named_parameters(recurse=False)):
+        setattr(norm, name, nn.Parameter(parameter.new_empty(width), requires_grad=parameter.requires_grad))
+    if hasattr(norm, "normalized_shape"):  # nn.LayerNorm checks its weight against it
+        norm.normalized_shape = (width,)
+    if width == 0:  # the layer keeps no head: the norm is never called
+        return
+    scale = (width / dense_width) ** 0.5
+    norm.register_forward_pre_hook(lambda module, args: (args[0] * scale, *args[1:]))
+    norm.register_forward_hook(lambda module, args, output: output / scale)
 
-    def __init__(self, shared, **overrides):
-        self.__dict__["_oto_shared"] = getattr(shared, "_oto_shared", shared)
-        self.__dict__.update(overrides)
 
-    def __getattr__(self, name: str):
-        if name.startswith("__") or name == "_oto_shared":
-            raise AttributeError(name)
-        return getattr(self.__dict__["_oto_shared"], name)
+def select_heads_hook(kept: list, inputs: dict):
+    """A forward pre-hook keeping, of each per-head input (name -> positional index), the entries of the heads this
+    layer kept (dim 1): inputs such as MPNet's ``position_bias`` are computed once for every head of the dense
+    model and shared by all layers."""
+    kept = list(kept)  # a tensor is made per call, on the input's device (models are built on the meta device)
 
-    def __setattr__(self, name: str, value) -> None:
-        if name in self.__dict__:
-            self.__dict__[name] = value
-        else:
-            setattr(self._oto_shared, name, value)
+    def select(tensor):
+        return tensor.index_select(1, torch.tensor(kept, dtype=torch.long, device=tensor.device))
+
+    def hook(module, args, kwargs):
+        args = list(args)
+        for name, position in inputs.items():
+            if kwargs.get(name) is not None:
+                kwargs[name] = select(kwargs[name])
+            elif len(args) > position and args[position] is not None:
+                args[position] = select(args[position])
+        return tuple(args), kwargs
+
+    return hook
 
 
 def reshape_layers(model: nn.Module, config) -> None:
@@ -206,10 +201,14 @@ def reshape_layers(model: nn.Module, config) -> None:
     for index, (heads, kv_heads, width) in enumerate(counts):
         layer = layers[index]
         per_group = heads // kv_heads if kv_heads else 1
+        norms = layout.get("width_norms", {})  # RMS norms over a projection's width: narrowed, not re-built
         for projections, groups in zip(layer_projections(layout), (kv_heads, width), strict=True):
             for path, side, parts in projections:
                 size = sum(groups * part_width(kind, per_group, head_dim) for kind in parts)
-                _resize_projection(layer, path, **{f"{side}_features": size})
+                if path in norms:
+                    _narrow_width_norm(layer.get_submodule(path), size, norms[path][1])
+                else:
+                    _resize_projection(layer, path, **{f"{side}_features": size})
 
         attention = layer.get_submodule(attention_path)
         quantities = {
@@ -223,6 +222,10 @@ def reshape_layers(model: nn.Module, config) -> None:
         if getattr(attention, "config", None) is not None:
             overrides = {fields[key]: quantities[key] for key in ("num_heads", "num_kv_heads") if fields.get(key)}
             attention.config = LayerConfig(attention.config, **overrides)
+        if heads and layout.get("per_head_inputs") and not getattr(attention, "_oto_selects_heads", False):
+            kept = config.oto_kept_heads[index]
+            attention.register_forward_pre_hook(select_heads_hook(kept, layout["per_head_inputs"]), with_kwargs=True)
+            attention._oto_selects_heads = True
         if heads == 0 and not isinstance(attention, EmptyAttention):
             owner_path, _, name = attention_path.rpartition(".")
             owner = layer.get_submodule(owner_path) if owner_path else layer

@@ -15,15 +15,13 @@ from torch import nn
 
 from .accounting import SlimReport, model_shape
 from .architectures import ArchitectureSpec, base_model_type, get_spec
-from .configuration_oto import layer_projections, oto_config_class, part_width
+from .configuration_oto import grouped_dim, layer_projections, oto_config_class, part_width
 from .groups import ATTENTION, FFN, GroupSet, build_groups
 from .modeling_oto import (
     CONFIG_FIELDS,
     ZeroInvarianceError,
-    grouped_dim,
     max_output_difference,
     oto_model_class,
-    projection_features,
 )
 
 DEFAULT_VERIFY_TOLERANCE = 1e-5
@@ -91,7 +89,7 @@ def _slice_layer_state(
 ) -> set[str]:
     """Slice one layer's projections in `state` (in place) down to the kept heads and neurons.
 
-    Every projection of `modeling_oto.layer_projections` keeps, in each of its regions, the chunks of the kept
+    Every projection of `configuration_oto.layer_projections` keeps, in each of its regions, the chunks of the kept
     groups (rows of a Linear's weight, columns of a Conv1D's, and bias entries; or input columns). Returns the
     keys it replaced (with new, sliced tensors)."""
     replaced = set()
@@ -99,7 +97,7 @@ def _slice_layer_state(
     for projections, kept in zip(layer_projections(layout), (kept_kv, kept_ffn), strict=True):
         for path, side, parts in projections:
             module = layer.get_submodule(path)
-            features = projection_features(module)[0 if side == "in" else 1]
+            features = module.weight.shape[grouped_dim(module, side)]  # a norm's 1-D weight too (width_norms)
             dense_groups = features // sum(widths[kind] for kind in parts)
             pieces, offset = [], 0
             for kind in parts:
@@ -188,6 +186,8 @@ def slim_model(
 
     heads = [len(k) * g for k, g in zip(kept_kv, per_group, strict=True)]
     config = slim_config_for(model, spec, heads, [len(k) for k in kept_kv], [len(k) for k in kept_ffn], settings)
+    if spec.per_head_inputs:  # the slim layers pick their heads' entries of inputs shared by all layers
+        config.oto_kept_heads = [_rows(k, g).tolist() for k, g in zip(kept_kv, per_group, strict=True)]
     with torch.device("meta"):
         slim = oto_model_class(type(model))(config)
     slim.load_state_dict(state, strict=True, assign=True)

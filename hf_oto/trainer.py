@@ -4,7 +4,9 @@ The trainer overrides only what it must:
 
 - `create_optimizer`: builds the zero-invariant groups and HSPG (with the Trainer's lr, schedule,
   decay/no-decay split and total step count).
-- `log`: adds ``oto/*`` sparsity metrics to every training log.
+- `log`: adds ``oto/*`` sparsity metrics to every training log (and the distillation losses with a teacher).
+- `compute_loss`: with a teacher (``teacher_model=`` or `oto_teacher`), mixes in knowledge distillation
+  (`hf_oto.distillation`); without one it is the Trainer's, untouched.
 - `save_model` / `_save_checkpoint`: checkpoints stay dense (so resume is exact); the final save is slim.
 - `create_model_card` / `push_to_hub` / `_push_from_checkpoint`: the OTO card and the slim folder only.
 """
@@ -22,10 +24,18 @@ from typing import Any
 import torch
 from huggingface_hub import HfApi
 from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_pt_utils import nested_gather
 from transformers.trainer_utils import HubStrategy
 
 from .accounting import SlimReport, model_shape, removed_costs
 from .architectures import base_model_type, get_spec
+from .distillation import (
+    DEFAULT_ALPHA,
+    DEFAULT_TEMPERATURE,
+    build_distiller,
+    distill_argument_problems,
+    distill_compute_loss,
+)
 from .groups import ATTENTION, FFN, GroupSet, build_groups
 from .model_card import PLOT_FILE, plot_layers, render_model_card
 from .modeling_oto import auto_class_name, staged_save
@@ -93,6 +103,23 @@ class OTOTrainingArguments(TrainingArguments):
             Sequence length at which FLOPs per token are reported (logs, model card).
         oto_skip_nonfinite_steps (`bool`, defaults to `False`):
             Skip an optimizer step whose gradients hold NaN/Inf instead of raising an error naming the parameter.
+        oto_teacher (`str` or `None`, defaults to `None`):
+            Folder or Hub id of a teacher for knowledge distillation, loaded with the Auto class of the student's
+            task head (the command-line form of ``OTOTrainer(teacher_model=...)``; giving both is an error). The
+            teacher runs in eval mode without gradients and is never optimized or saved.
+        oto_distill_alpha (`float` or `None`, defaults to `None`):
+            Weight α ∈ [0, 1] of the distillation loss: loss = (1 − α)·task + α·KD. `None` means 0.5 with a
+            teacher. α = 0 without hidden-state distillation is an error (the teacher would do nothing).
+        oto_distill_temperature (`float` or `None`, defaults to `None`):
+            Temperature T > 0 that softens both logits before the KL divergence, which is scaled by T²
+            (Hinton et al.). `None` means 2.0.
+        oto_distill_hidden_weight (`float` or `None`, defaults to `None`):
+            Weight β ≥ 0 of an extra MSE between student and teacher hidden states (needs equal hidden sizes).
+            `None` or 0: off.
+        oto_distill_layer_map (`list[str]` or `None`, defaults to `None`):
+            Hidden-state pairs for that MSE, as ``(student_layer, teacher_layer)`` or ``"s:t"`` strings, indices
+            into ``hidden_states`` (0 = embeddings). `None`: student layer i ↦ teacher layer ⌊i·L_t/L_s⌋ (the
+            identity when the layer counts match).
     """
 
     oto_lambda: float = field(default=1e-3, metadata={"help": "Group-lasso weight λ (≥ 0)."})
@@ -126,12 +153,27 @@ class OTOTrainingArguments(TrainingArguments):
     oto_skip_nonfinite_steps: bool = field(
         default=False, metadata={"help": "Skip steps with NaN/Inf gradients instead of raising."}
     )
+    oto_teacher: str | None = field(
+        default=None, metadata={"help": "Folder or Hub id of a teacher model for knowledge distillation."}
+    )
+    oto_distill_alpha: float | None = field(
+        default=None, metadata={"help": f"Weight in [0, 1] of the distillation loss (default {DEFAULT_ALPHA})."}
+    )
+    oto_distill_temperature: float | None = field(
+        default=None, metadata={"help": f"Distillation temperature > 0 (default {DEFAULT_TEMPERATURE})."}
+    )
+    oto_distill_hidden_weight: float | None = field(
+        default=None, metadata={"help": "Weight ≥ 0 of the hidden-state MSE (default 0: off)."}
+    )
+    oto_distill_layer_map: list[str] | None = field(
+        default=None, metadata={"help": "Hidden-state pairs 'student:teacher' (default: evenly spaced)."}
+    )
 
     def __post_init__(self) -> None:
         _refuse_sharded_training(self)
         super().__post_init__()
         problems = hyperparameter_problems(self._hspg_values(), names=HSPG_ARGUMENT_NAMES)
-        problems += self._trainer_problems()
+        problems += self._trainer_problems() + distill_argument_problems(self)
         if problems:
             raise ValueError("Invalid OTO arguments: " + "; ".join(problems) + ".")
 
@@ -212,10 +254,16 @@ class OTOTrainer(Trainer):
 
     Same constructor as `Trainer`; pass `OTOTrainingArguments` as `args`. After `save_model()`,
     `trainer.slim_report` holds the dense/slim accounting and `trainer.slim_model` the slim model.
+    `teacher_model` (or `args.oto_teacher`) turns on knowledge distillation (`hf_oto.distillation`).
     """
 
     def __init__(
-        self, model: PreTrainedModel | torch.nn.Module | None = None, args: TrainingArguments | None = None, *a, **kw
+        self,
+        model: PreTrainedModel | torch.nn.Module | None = None,
+        args: TrainingArguments | None = None,
+        *a,
+        teacher_model: torch.nn.Module | None = None,
+        **kw,
     ):
         if args is not None and not isinstance(args, OTOTrainingArguments):
             raise TypeError(
@@ -240,6 +288,10 @@ class OTOTrainer(Trainer):
             self._check_model_and_data()
             if not loss_uses_num_items_in_batch(self.accelerator.unwrap_model(self.model)):
                 self.model_accepts_loss_kwargs = False
+        self.distiller = build_distiller(self, teacher_model)
+        """The teacher and its loss (`hf_oto.distillation.Distiller`), or None without a teacher."""
+        if self.distiller is not None:
+            self.add_callback(self.distiller)
 
     # ------------------------------------------------------------------ validation
 
@@ -357,7 +409,23 @@ class OTOTrainer(Trainer):
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         if not any(key.startswith(("eval_", "test_")) for key in logs):
             logs = {**logs, **self.oto_metrics()}
+        if self.distiller is not None and "loss" in logs:  # training logs; every process logs them
+            gather = lambda tensor: nested_gather(tensor, self.args.parallel_mode)  # noqa: E731
+            logs = {**logs, **self.distiller.log_metrics(self.state.global_step, gather)}
         super().log(logs, *args, **kwargs)
+
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ):
+        """The Trainer's loss; while training with a teacher, mixed with distillation (evaluation stays task-only)."""
+        if self.distiller is None or not model.training:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        loss, outputs = distill_compute_loss(self, model, inputs, num_items_in_batch, super().compute_loss)
+        return (loss, outputs) if return_outputs else loss
 
     # ------------------------------------------------------------------ saving
 

@@ -21,6 +21,9 @@ TINY = dict(
     max_position_embeddings=64,
 )
 
+SPECIAL_TOKENS = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
+GQA = {"num_key_value_heads": 2, **SPECIAL_TOKENS}
+
 # model_type -> (config class, extra kwargs)
 TINY_CONFIGS = {
     "bert": (transformers.BertConfig, {}),
@@ -32,7 +35,34 @@ TINY_CONFIGS = {
     "mistral": (transformers.MistralConfig, {"num_key_value_heads": 2}),
     "qwen2": (transformers.Qwen2Config, {"num_key_value_heads": 2}),
     "vit": (transformers.ViTConfig, {"image_size": 8, "patch_size": 4}),
+    # families without a hand-written spec (inferred and verified), each with the feature that makes it differ
+    "qwen3": (transformers.Qwen3Config, {**GQA, "head_dim": 8}),  # per-head-dim q_norm/k_norm
+    "gemma2": (transformers.Gemma2Config, {**GQA, "head_dim": 8, "sliding_window": 4}),  # soft-capping, sliding
+    "gemma3_text": (
+        transformers.Gemma3TextConfig,
+        {**GQA, "head_dim": 8, "sliding_window": 4, "layer_types": ["sliding_attention", "full_attention"] * 2},
+    ),
+    "granite": (  # multipliers
+        transformers.GraniteConfig,
+        {
+            **GQA,
+            "embedding_multiplier": 2.0,
+            "residual_multiplier": 0.5,
+            "attention_multiplier": 0.3,
+            "logits_scaling": 2.0,
+        },
+    ),
+    "smollm3": (transformers.SmolLM3Config, {**GQA, "no_rope_layers": [1, 0, 1, 1]}),  # a NoPE layer
+    "starcoder2": (transformers.Starcoder2Config, GQA),  # plain MLP with biases
+    "olmo2": (transformers.Olmo2Config, GQA),  # q_norm/k_norm over the full projection width
+    "phi": (transformers.PhiConfig, {**SPECIAL_TOKENS, "partial_rotary_factor": 0.5}),  # parallel blocks
+    "deberta-v2": (  # relative positions with separate position projections
+        transformers.DebertaV2Config,
+        {"relative_attention": True, "pos_att_type": ["p2c", "c2p"], "share_att_key": False, "position_buckets": 8},
+    ),
+    "mpnet": (transformers.MPNetConfig, {}),  # relative position bias shared by all layers
 }
+INFERRED_FAMILIES = ["qwen3", "gemma2", "gemma3_text", "granite", "smollm3", "starcoder2", "olmo2", "phi", "deberta-v2"]
 # Families with fused projections (tests/test_fused_families.py); kept apart so test_slim's grid stays as it was.
 FUSED_CONFIGS = {
     "gpt2": (transformers.GPT2Config, {"n_inner": 24}),
@@ -66,6 +96,10 @@ def tiny_config(model_type: str, attn_implementation: str = "eager", **overrides
         values = {DISTILBERT_NAMES.get(k, k): v for k, v in values.items()}
     if model_type == "vit":
         values.pop("vocab_size"), values.pop("max_position_embeddings")
+    if isinstance(values.get("layer_types"), list):
+        values["layer_types"] = values["layer_types"][: values["num_hidden_layers"]]
+    if isinstance(values.get("no_rope_layers"), list):
+        values["no_rope_layers"] = values["no_rope_layers"][: values["num_hidden_layers"]]
     config = config_class(**values)
     config._attn_implementation = attn_implementation
     return config
@@ -77,6 +111,8 @@ def tiny_model(model_type: str, model_class=None, attn_implementation: str = "ea
     config = tiny_config(model_type, attn_implementation, **overrides)
     if model_class is None:
         model_class = transformers.AutoModel._model_mapping[type(config)]
+    if attn_implementation == "sdpa" and not model_class._supports_sdpa:
+        pytest.skip(f"{model_class.__name__} has no sdpa attention in transformers (eager only)")
     model = model_class(config).eval()
     with torch.no_grad():  # non-trivial biases so that bias-only paths are exercised
         for name, parameter in model.named_parameters():

@@ -52,9 +52,9 @@ class SyntheticPairs(torch.utils.data.Dataset):
         }
 
 
-def tiny_bert() -> BertForSequenceClassification:
+def tiny_bert(seed: int = 0) -> BertForSequenceClassification:
     """A 2-layer, 4-head BERT classifier, random init with a fixed seed, dropout off."""
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     config = BertConfig(
         vocab_size=VOCAB,
         hidden_size=32,
@@ -92,6 +92,11 @@ def main() -> None:
         action="store_true",
         help="Leave use_cpu=False: on a machine without GPUs accelerate then sets up no process group.",
     )
+    parser.add_argument(
+        "--teacher",
+        action="store_true",
+        help="Distil from a second tiny BERT (seed 1) with hidden-state distillation; each rank holds its own copy.",
+    )
     cli = parser.parse_args()
 
     rank = int(os.environ.get("RANK", "0"))
@@ -108,8 +113,10 @@ def main() -> None:
         oto_variant=cli.variant,
         oto_lambda=cli.oto_lambda,
         oto_target_group_sparsity=cli.target,
+        oto_distill_hidden_weight=1.0 if cli.teacher else None,
     )
-    trainer = OTOTrainer(model=tiny_bert(), args=args, train_dataset=SyntheticPairs())
+    teacher = tiny_bert(seed=1) if cli.teacher else None
+    trainer = OTOTrainer(model=tiny_bert(), args=args, train_dataset=SyntheticPairs(), teacher_model=teacher)
     fix_applied = trainer.model_accepts_loss_kwargs is False
     if cli.trainer_default_loss_kwargs:
         trainer.model_accepts_loss_kwargs = True
@@ -134,6 +141,11 @@ def main() -> None:
             "hspg_steps": trainer.hspg.current_step,
             "global_step": trainer.state.global_step,
             "losses": [entry["loss"] for entry in trainer.state.log_history if "loss" in entry],
+            "distill_losses": [
+                [entry[k] for k in ("oto/task_loss", "oto/distill_loss", "oto/hidden_distill_loss")]
+                for entry in trainer.state.log_history
+                if "oto/distill_loss" in entry
+            ],
             "grad_norms": [entry["grad_norm"] for entry in trainer.state.log_history if "grad_norm" in entry],
             "saved_files": list(trainer.slim_files),
             "has_slim_model": trainer.slim_model is not None,

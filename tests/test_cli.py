@@ -115,7 +115,7 @@ def test_demo_bad_input_is_one_line(tmp_path, capsys):
     cases = [
         (["--model", str(tmp_path / "nope")], "no such folder"),
         (["--model", str(tmp_path)], "no config.json"),
-        (["--model", str(opt)], "does not support model_type 'opt'"),
+        (["--model", str(opt)], "model_type 'opt' has no hand-written spec"),
         (["--data", str(tmp_path / "missing.json")], "no such file"),
         (["--data", str(not_json)], "could not read"),
         (["--data", str(not_squad)], "not SQuAD"),

@@ -205,6 +205,26 @@ def test_two_ranks_match_one_process_sgd_and_the_loss_scale_fix_is_needed(runs):
     assert worst > 1000 * ATOL
 
 
+def test_distillation_on_two_ranks_matches_one_process(runs):
+    """With a teacher (logit and hidden-state distillation), each rank runs its own unwrapped teacher copy on its
+    half of the batch: both ranks agree, and match 1 process × batch 8 in weights, losses and the logged
+    task/distillation losses (averaged over the ranks like the Trainer's loss)."""
+    reference = runs("python", *ADAMW, "--teacher")
+    run = runs("torchrun", *ADAMW, "--teacher")
+    _assert_two_gloo_ranks(run)
+    _assert_ranks_identical(run)
+    _assert_matches_reference(run, reference)
+    expected = torch.tensor(reference.dumps[0]["distill_losses"])
+    assert expected.shape == (16, 3) and (expected[:, 1:] > 0).all()
+    for dump in run.dumps.values():
+        torch.testing.assert_close(torch.tensor(dump["distill_losses"]), expected, atol=1e-6, rtol=1e-5)
+    plain = runs("python", *ADAMW)  # the teacher changed the result, so the match above is not trivial
+    worst = max(
+        (reference.dumps[0]["state_dict"][k] - v).abs().max().item() for k, v in plain.dumps[0]["state_dict"].items()
+    )
+    assert worst > 1000 * ATOL
+
+
 def test_only_rank_zero_writes_the_slim_model(runs):
     """Rank 1 writes nothing (its own output folder is never created); rank 0's folder holds the slim model,
     and it reloads with the same outputs as the trained dense model."""

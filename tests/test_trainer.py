@@ -139,6 +139,11 @@ PARSED = {
     "oto_verify_tolerance": 1e-4,
     "oto_flops_seq_len": 64,
     "oto_skip_nonfinite_steps": True,
+    "oto_teacher": "me/teacher",
+    "oto_distill_alpha": 0.7,
+    "oto_distill_temperature": 3.0,
+    "oto_distill_hidden_weight": 0.1,
+    "oto_distill_layer_map": ["1:2", "3:6"],
 }
 
 

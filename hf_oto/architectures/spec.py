@@ -78,6 +78,30 @@ class ArchitectureSpec:
     num_layers_field: str = "num_hidden_layers"
     attention_attrs: dict[str, str] = field(default_factory=dict)
     """Attributes of `attention_module` that cache a head count, mapped to one of `LAYER_QUANTITIES`."""
+    per_head_rows: tuple[str, ...] = ()
+    """Further projections whose output rows are per query head, grouped and sliced like `q` (DeBERTa-v2's
+    ``pos_key_proj`` / ``pos_query_proj`` when it does not share the attention keys)."""
+    per_head_inputs: dict[str, int] = field(default_factory=dict)
+    """Forward arguments of `attention_module` holding one entry per head along dim 1 (name -> position among
+    the positional arguments), computed outside the layer and shared by all layers (MPNet's relative
+    ``position_bias``). The slim model keeps each layer's heads' entries; zeroing a head needs nothing of them."""
+    width_norms: dict[str, str] = field(default_factory=dict)
+    """RMS norms inside the attention block over the full query (``"q"``) or key (``"k"``) projection width
+    (OLMo 2's ``q_norm`` / ``k_norm``), path -> kind. Their weights join the head groups; the slim model rescales
+    their input so that the mean square still runs over the dense width (removed heads contributed zeros)."""
+    head_dim_field: str | None = "head_dim"
+    """Config field giving the per-head width when the family has one (else hidden size / heads)."""
+    head_pruning_refusal: str | None = None
+    """Why this family's heads are not zero-invariant groups (they are then never pruned), or None."""
+    inferred: bool = False
+    """True for a spec read off the model by `architectures.inference` (used only once verified)."""
+    fixed_head_dim: int | None = None
+    """Per-head width recorded in a slim model's layout (`from_layout`); None: read from the config."""
+
+    @property
+    def origin(self) -> str:
+        """``"hand-written"`` or ``"inferred"``, as `GroupSet` and ``hf-oto check`` print it."""
+        return "inferred" if self.inferred else "hand-written"
 
     def __post_init__(self) -> None:
         separate = (self.q, self.k, self.v)
@@ -91,8 +115,10 @@ class ArchitectureSpec:
             raise ValueError(f"spec {self.name!r}: o, ffn_in and ffn_out are required.")
 
     def head_dim(self, config: Any) -> int:
-        """Per-head width: `config.head_dim` when the family has one, else hidden size / heads."""
-        explicit = getattr(config, "head_dim", None)
+        """Per-head width: the config's `head_dim_field` when the family has one, else hidden size / heads."""
+        if self.fixed_head_dim is not None:
+            return self.fixed_head_dim
+        explicit = getattr(config, self.head_dim_field, None) if self.head_dim_field else None
         if isinstance(explicit, int) and explicit > 0:
             return explicit
         return getattr(config, self.hidden_field) // getattr(config, self.num_heads_field)
@@ -102,6 +128,39 @@ class ArchitectureSpec:
             return getattr(config, self.num_heads_field)
         value = getattr(config, self.num_kv_heads_field, None)
         return value if value is not None else getattr(config, self.num_heads_field)
+
+    def dense_width(self, config: Any, kind: str) -> int:
+        """The dense query (``"q"``) or key/value (``"k"``) projection width."""
+        heads = getattr(config, self.num_heads_field) if kind == "q" else self.num_kv_heads(config)
+        return heads * self.head_dim(config)
+
+    @classmethod
+    def from_layout(cls, model_type: str, layout: dict[str, Any]) -> ArchitectureSpec:
+        """The spec a slim config's `oto_layout` (see `layout`) describes: how slim models of inferred families
+        are grouped and accounted without re-running inference on their reshaped layers."""
+        return cls(
+            name=layout.get("family", model_type),
+            model_types=(model_type,),
+            layers=layout["layers"],
+            attention_module=layout["attention_module"],
+            q=layout["q"],
+            k=layout["k"],
+            v=layout["v"],
+            o=layout["o"],
+            ffn_in=tuple(e if isinstance(e, str) else Fused(e["path"], e["parts"]) for e in layout["ffn_in"]),
+            qkv=layout.get("qkv"),
+            qkv_layout=layout.get("qkv_layout", "blocked"),
+            num_heads_field=layout.get("config_fields", {}).get("num_heads") or "num_attention_heads",
+            num_kv_heads_field=layout.get("config_fields", {}).get("num_kv_heads"),
+            ffn_out=layout["ffn_out"],
+            attention_attrs=dict(layout["attention_attrs"]),
+            per_head_rows=tuple(layout.get("per_head_rows", ())),
+            per_head_inputs=dict(layout.get("per_head_inputs", {})),
+            width_norms={path: kind for path, (kind, _) in layout.get("width_norms", {}).items()},
+            head_dim_field=None,
+            fixed_head_dim=layout["head_dim"],
+            inferred=bool(layout.get("inferred", False)),
+        )
 
     def layout(self, config: Any) -> dict[str, Any]:
         """Plain-JSON description of this family for one config, stored in the slim model's config.
@@ -125,4 +184,8 @@ class ArchitectureSpec:
             "qkv_layout": self.qkv_layout,
             "queries_per_group": getattr(config, self.num_heads_field) // self.num_kv_heads(config),
             "config_fields": {"num_heads": self.num_heads_field, "num_kv_heads": self.num_kv_heads_field},
+            "per_head_rows": list(self.per_head_rows),
+            "per_head_inputs": dict(self.per_head_inputs),
+            "width_norms": {path: [kind, self.dense_width(config, kind)] for path, kind in self.width_norms.items()},
+            "inferred": self.inferred,
         }
