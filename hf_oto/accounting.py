@@ -7,6 +7,7 @@ model's cost (`model_shape`) and the cost that zero groups remove during trainin
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 from .architectures import ArchitectureSpec, get_spec
+from .configuration_oto import is_conv1d, layer_counts, projection_features
 from .groups import ATTENTION, GroupSet
 
 
@@ -53,14 +55,17 @@ class ModelShape:
 def model_shape(model: nn.Module, seq_len: int = 128, spec: ArchitectureSpec | None = None) -> ModelShape:
     """Heads, KV heads and FFN width per layer, parameter counts, and FLOPs per token at `seq_len`."""
     spec = spec or get_spec(model)
-    head_dim = spec.head_dim(model.config)
+    layout = spec.layout(model.config)
+    head_dim = layout["head_dim"]
     layers = model.base_model.get_submodule(spec.layers)
-    heads = [layer.get_submodule(spec.q).out_features // head_dim for layer in layers]
-    kv_heads = [layer.get_submodule(spec.k).out_features // head_dim for layer in layers]
-    ffn = [layer.get_submodule(spec.ffn_out).in_features for layer in layers]
+    heads, kv_heads, ffn = (list(column) for column in zip(*(layer_counts(layer, layout) for layer in layers)))
     params = sum(p.numel() for p in model.parameters())
     embedding = sum(p.numel() for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters(False))
-    linear = sum(linear_flops(m.in_features * m.out_features) for m in model.modules() if isinstance(m, nn.Linear))
+    linear = sum(
+        linear_flops(math.prod(projection_features(m)))
+        for m in model.modules()
+        if isinstance(m, nn.Linear) or is_conv1d(m)
+    )
     attention = sum(attention_flops(seq_len, h, head_dim) for h in heads)
     return ModelShape(heads, kv_heads, ffn, params, params - embedding, linear + attention)
 
@@ -74,11 +79,11 @@ def removed_costs(groups: GroupSet, zero: torch.Tensor, seq_len: int) -> tuple[f
         count = float(zero[start:end].sum())
         if not count:
             continue
-        weights = sum(p.param.numel() for p in block.slices if p.param.dim() == 2) / block.num_groups
+        weights = sum(p.numel for p in block.slices if p.param.dim() == 2) / block.num_groups
         params += count * block.group_size
         flops += linear_flops(count * weights)
         if block.structure == ATTENTION:
-            head_dim = block.slices[0].param.shape[0] // (block.num_groups * block.queries_per_group)
+            head_dim = block.head_dim or block.slices[0].size // (block.num_groups * block.queries_per_group)
             flops += attention_flops(seq_len, count * block.queries_per_group, head_dim)
     return params, flops
 

@@ -49,6 +49,10 @@ def check_model(model: str, task: str | None = None) -> tuple[bool, str]:
     except UnsupportedModelError as error:
         return False, f"{header}\nrefused: {error}"
     lines = [header, f"spec: {spec.origin} ({spec.name}); layers at {spec.layers}, attention {spec.attention_module}"]
+    if spec.qkv is not None:
+        lines.append(f"  {spec.qkv} is a fused q/k/v projection ({spec.qkv_layout}): each group owns its chunk of it")
+    fused = [entry.path for entry in spec.ffn_in if not isinstance(entry, str)]
+    lines += [f"  {path} fuses FFN inputs: each neuron owns one row of every part" for path in fused]
     for path, kind in spec.width_norms.items():
         lines.append(
             f"  {path} spans the full {kind} width: its weights join the head groups, the slim norm is rescaled"

@@ -80,7 +80,8 @@ def format_inspection(folder: str, config: dict[str, Any]) -> str:
         )
         layer_rows = [LayerRow(i, (h, None), (kv, None), (f, None)) for i, (h, kv, f) in enumerate(counts)]
 
-    ffn_in = ", ".join(layout.get("ffn_in", []))
+    ffn_in = ", ".join(e if isinstance(e, str) else e["path"] for e in layout.get("ffn_in", []))
+    parts = max((e["parts"] for e in layout.get("ffn_in", []) if isinstance(e, dict)), default=1)  # fused gate+up
     lines.append(
         f"  {'layer':>5}  {'heads':>7}  {'kv heads':>8}  {'ffn':>11}  "
         f"{'q / k / v (out x in)':<30}  {'o (out x in)':<14}  ffn in / out ({ffn_in} / {layout.get('ffn_out')})"
@@ -91,7 +92,7 @@ def format_inspection(folder: str, config: dict[str, Any]) -> str:
             f"  {row.layer:>5}  {LayerRow.fraction(row.heads):>7}  {LayerRow.fraction(row.kv_heads):>8}  "
             f"{LayerRow.fraction(row.ffn):>11}  "
             f"{f'{q}x{hidden} / {k}x{hidden} / {k}x{hidden}':<30}  {f'{hidden}x{q}':<14}  "
-            f"{width}x{hidden} / {hidden}x{width}"
+            f"{width * parts}x{hidden} / {hidden}x{width}"
         )
     if report is not None:
         d, s = report.dense, report.slim

@@ -16,6 +16,8 @@ Its own `model_type` is ``"oto_" + base model_type``. Classes are created on fir
 config class: ``OTOBertConfig``, ``OTOLlamaConfig``, ... (also reachable as attributes of this module).
 """
 
+import sys
+
 import transformers
 
 OTO_PREFIX = "OTO"
@@ -96,3 +98,85 @@ def oto_fields_problem(values: dict) -> str | None:
         if not isinstance(kept, list) or [len(k) if isinstance(k, list) else None for k in kept] != heads:
             return f"oto_kept_heads must list each layer's kept head indices ({heads} of them per layer); {RESAVE}"
     return None
+
+
+def layer_projections(layout: dict) -> tuple[list, list]:
+    """(attention, ffn) projections of one layer, each ``(path, side, parts)``: `side` "out" when the groups are
+    output rows (and bias entries), "in" when they are input columns; `parts` the kinds of the consecutive
+    regions along that side, each region holding one equal chunk per group (`part_width`).
+
+    Layouts saved before fused projections existed have no ``qkv`` key and only plain ``ffn_in`` paths."""
+    qkv = layout.get("qkv")
+    if qkv is None:
+        attention = [(layout["q"], "out", ("q",)), (layout["k"], "out", ("kv",)), (layout["v"], "out", ("kv",))]
+    elif layout.get("qkv_layout", "blocked") == "interleaved":
+        attention = [(qkv, "out", ("qkv",))]
+    else:
+        attention = [(qkv, "out", ("q", "kv", "kv"))]
+    attention += [(path, "out", ("q",)) for path in layout.get("per_head_rows", ())]
+    for path, (kind, _) in layout.get("width_norms", {}).items():  # norms over the q or k width (OLMo 2)
+        attention.append((path, "out", ("q",) if kind == "q" else ("kv",)))
+    attention.append((layout["o"], "in", ("q",)))
+    ffn = []
+    for entry in layout["ffn_in"]:
+        path, parts = (entry, 1) if isinstance(entry, str) else (entry["path"], entry["parts"])
+        ffn.append((path, "out", ("ffn",) * parts))
+    ffn.append((layout["ffn_out"], "in", ("ffn",)))
+    return attention, ffn
+
+
+def part_width(kind: str, per_group: int, head_dim: int) -> int:
+    """Rows (or columns) one group owns in a region of `kind`: its query heads ("q"), one key or value head
+    ("kv"), its interleaved query, key and value ("qkv"), or one FFN neuron ("ffn")."""
+    return {"q": per_group * head_dim, "kv": head_dim, "qkv": (per_group + 2) * head_dim, "ffn": 1}[kind]
+
+
+class LayerConfig:
+    """One attention module's view of the model config: its own head counts, every other attribute read from (and
+    written to) the shared config, live, so e.g. `set_attn_implementation` on the model still reaches the layer.
+
+    Assigned to the `config` of every attention module that has one, for modules that read head counts from their
+    config in `forward` (Phi-3: ``self.config.num_attention_heads``)."""
+
+    def __init__(self, shared, **overrides):
+        self.__dict__["_oto_shared"] = getattr(shared, "_oto_shared", shared)
+        self.__dict__.update(overrides)
+
+    def __getattr__(self, name: str):
+        if name.startswith("__") or name == "_oto_shared":
+            raise AttributeError(name)
+        return getattr(self.__dict__["_oto_shared"], name)
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in self.__dict__:
+            self.__dict__[name] = value
+        else:
+            setattr(self._oto_shared, name, value)
+
+
+def is_conv1d(module) -> bool:
+    """Whether `module` is transformers' `Conv1D` (GPT-2): a Linear whose weight is stored as (in, out)."""
+    utils = sys.modules.get("transformers.pytorch_utils")  # not loaded: no model has a Conv1D
+    return utils is not None and isinstance(module, utils.Conv1D)
+
+
+def projection_features(module) -> tuple[int, int]:
+    """(in, out) features of an `nn.Linear` or a `Conv1D`."""
+    rows, columns = module.weight.shape
+    return (rows, columns) if is_conv1d(module) else (columns, rows)
+
+
+def grouped_dim(module, side: str) -> int:
+    """The weight dimension holding a projection's outputs (`side` "out") or inputs ("in")."""
+    return int((side == "out") == is_conv1d(module))
+
+
+def layer_counts(layer, layout: dict) -> tuple[int, int, int]:
+    """(query heads, key/value heads, FFN neurons) of one layer, read from its projections' shapes."""
+    head_dim = layout["head_dim"]
+    heads = projection_features(layer.get_submodule(layout["o"]))[0] // head_dim
+    if layout.get("qkv") is None:
+        kv_heads = projection_features(layer.get_submodule(layout["k"]))[1] // head_dim
+    else:
+        kv_heads = heads // layout.get("queries_per_group", 1)
+    return heads, kv_heads, projection_features(layer.get_submodule(layout["ffn_out"]))[0]

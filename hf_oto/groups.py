@@ -11,6 +11,7 @@ The interface is deliberately plain so that HSPG works on any grouping: build `P
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from .architectures import ArchitectureSpec, get_spec
+from .configuration_oto import grouped_dim, layer_counts, layer_projections, part_width
 from .optim.kernels import group_broadcast_shape, group_sq_norms, grouped, scale_groups_
 
 ATTENTION = "attention"
@@ -27,15 +29,50 @@ STRUCTURES = (ATTENTION, FFN)
 
 @dataclass(frozen=True)
 class ParamSlice:
-    """`param` split along `dim` into `num_groups` equal, contiguous chunks, one per group."""
+    """A region of `param` along `dim` split into `num_groups` equal, contiguous chunks, one per group.
+
+    The region is ``offset … offset+length`` along `dim` (``length=None``: to the end; the default region is the
+    whole dimension). A fused projection is several slices of one parameter in the same block, e.g. the Q, K
+    and V row regions of a fused QKV weight: group j then owns chunk j of each region. The regions of one
+    parameter within a block must tile its dimension (see `GroupBlock`).
+    """
 
     name: str
     param: torch.Tensor
     dim: int
+    offset: int = 0
+    length: int | None = None
+
+    def __post_init__(self) -> None:
+        full = self.param.shape[self.dim]
+        if self.offset < 0 or self.size < 0 or self.offset + self.size > full:
+            raise ValueError(
+                f"{self.name}: region offset={self.offset}, length={self.length} does not fit dimension "
+                f"{self.dim} of size {full}."
+            )
+
+    @property
+    def size(self) -> int:
+        """Length of the region along `dim`."""
+        return self.param.shape[self.dim] - self.offset if self.length is None else self.length
+
+    @property
+    def whole(self) -> bool:
+        """Whether the region is the whole dimension (then `region` returns its argument itself)."""
+        return self.offset == 0 and self.size == self.param.shape[self.dim]
+
+    @property
+    def numel(self) -> int:
+        """Entries of the region."""
+        return math.prod(self.size if d == self.dim else n for d, n in enumerate(self.param.shape))
+
+    def region(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The region of `tensor` (the parameter, its gradient or a moment shaped like it): a view."""
+        return tensor if self.whole else tensor.narrow(self.dim, self.offset, self.size)
 
     def grouped_view(self, num_groups: int) -> torch.Tensor:
-        """The parameter viewed with `dim` unflattened into (num_groups, chunk)."""
-        return grouped(self.param, self.dim, num_groups)
+        """The region viewed with `dim` unflattened into (num_groups, chunk)."""
+        return grouped(self.region(self.param), self.dim, num_groups)
 
     def broadcast_shape(self, num_groups: int) -> list[int]:
         """Shape of a per-group factor that broadcasts against `grouped_view`."""
@@ -56,29 +93,32 @@ class GroupBlock:
     """What one group is, for messages: ``"head"``, ``"kv group"``, ``"neuron"``."""
     queries_per_group: int = 1
     """For GQA attention blocks: query heads sharing each key/value head."""
+    head_dim: int | None = None
+    """For attention blocks: width of one head (for FLOP accounting)."""
 
     def __post_init__(self) -> None:
         for piece in self.slices:
-            if piece.param.shape[piece.dim] % self.num_groups:
+            if piece.size % self.num_groups:
                 raise ValueError(
-                    f"{piece.name}: dimension {piece.dim} of size {piece.param.shape[piece.dim]} cannot be "
+                    f"{piece.name}: dimension {piece.dim} region of size {piece.size} cannot be "
                     f"split into {self.num_groups} equal groups; fix the GroupBlock definition."
                 )
+        check_regions_tile(self.slices)
 
     @property
     def group_size(self) -> int:
         """Number of scalar parameters in one group."""
-        return sum(piece.param.numel() for piece in self.slices) // self.num_groups
+        return sum(piece.numel for piece in self.slices) // self.num_groups
 
     def norms_squared(self) -> torch.Tensor:
         """Squared L2 norm of every group of the block, shape (num_groups,), in float32."""
-        return sum(group_sq_norms(piece.param, piece.dim, self.num_groups) for piece in self.slices)
+        return sum(group_sq_norms(piece.region(piece.param), piece.dim, self.num_groups) for piece in self.slices)
 
     def scale_(self, factors: torch.Tensor, tensors: Sequence[torch.Tensor] | None = None) -> None:
-        """Multiply group j by `factors[j]`, in place, in every slice (or in `tensors` shaped like them)."""
+        """Multiply group j by `factors[j]`, in place, in every slice (or in `tensors` shaped like the params)."""
         targets = tensors if tensors is not None else [piece.param for piece in self.slices]
         for piece, target in zip(self.slices, targets, strict=True):
-            scale_groups_(target, piece.dim, self.num_groups, factors)
+            scale_groups_(piece.region(target), piece.dim, self.num_groups, factors)
 
     def describe(self, index: int) -> str:
         where = f"layer {self.layer} " if self.layer is not None else ""
@@ -87,6 +127,29 @@ class GroupBlock:
             last = first + self.queries_per_group - 1
             return f"{where}{self.structure} kv group {index} (query heads {first}-{last})"
         return f"{where}{self.structure} {self.unit} {index}"
+
+
+def check_regions_tile(slices: Sequence[ParamSlice]) -> None:
+    """Refuse slices of one parameter whose regions overlap, lie along different dims or leave part of it out.
+
+    HSPG steps a grouped parameter region by region (its weight decay is part of the per-group multiplier),
+    so every entry must belong to exactly one region."""
+    by_param: dict[int, list[ParamSlice]] = {}
+    for piece in slices:
+        by_param.setdefault(id(piece.param), []).append(piece)
+    for pieces in by_param.values():
+        if len(pieces) == 1 and pieces[0].whole:
+            continue
+        names = ", ".join(f"{p.name}[{p.offset}:{p.offset + p.size}] (dim {p.dim})" for p in pieces)
+        dims = {piece.dim for piece in pieces}
+        spans = sorted((piece.offset, piece.offset + piece.size) for piece in pieces)
+        full = pieces[0].param.shape[pieces[0].dim]
+        tiled = spans[0][0] == 0 and spans[-1][1] == full and all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+        if len(dims) != 1 or not tiled:
+            raise ValueError(
+                f"the regions {names} of one parameter must lie along one dimension, not overlap, and cover it "
+                f"entirely (size {full}); split the parameter into slices that tile it."
+            )
 
 
 @dataclass(frozen=True)
@@ -235,11 +298,26 @@ def resolve(module: nn.Module, path: str) -> nn.Module:
     return module.get_submodule(path)
 
 
-def _linear_slices(module: nn.Module, prefix: str, path: str, dim: int) -> list[ParamSlice]:
-    linear = resolve(module, path)
-    slices = [ParamSlice(f"{prefix}.{path}.weight", linear.weight, dim)]
-    if dim == 0 and getattr(linear, "bias", None) is not None:
-        slices.append(ParamSlice(f"{prefix}.{path}.bias", linear.bias, 0))
+def _projection_slices(
+    layer: nn.Module, prefix: str, path: str, side: str, parts: tuple[str, ...], num_groups: int, widths: dict
+) -> list[ParamSlice]:
+    """The slices of one projection (`configuration_oto.layer_projections`): its weight along the grouped side, and its
+    bias for output rows; one region per part when the projection is fused."""
+    module = resolve(layer, path)
+    tensors = [("weight", module.weight, grouped_dim(module, side))]
+    if side == "out" and getattr(module, "bias", None) is not None:
+        tensors.append(("bias", module.bias, 0))
+    slices = []
+    for leaf, tensor, dim in tensors:
+        if len(parts) == 1:
+            slices.append(ParamSlice(f"{prefix}.{path}.{leaf}", tensor, dim))
+            continue
+        offset = 0
+        for kind in parts:
+            length = num_groups * widths[kind]
+            name = f"{prefix}.{path}.{leaf}[{offset}:{offset + length}]"
+            slices.append(ParamSlice(name, tensor, dim, offset, length))
+            offset += length
     return slices
 
 
@@ -293,38 +371,32 @@ def build_groups_with_spec(
             f"unprunable_layers {bad} out of range: the model has {len(layers)} layers (0-{len(layers) - 1})."
         )
 
-    head_dim = spec.head_dim(config)
+    layout = spec.layout(config)
+    head_dim = layout["head_dim"]
+    projections = layer_projections(layout)
     blocks: list[GroupBlock] = []
     for index, layer in enumerate(layers):
         layer_prefix = f"{name_prefix}{spec.layers}.{index}"
-        num_kv = resolve(layer, spec.k).out_features // head_dim
-        num_q = resolve(layer, spec.q).out_features // head_dim
-        if num_kv:
+        heads, num_kv, width = layer_counts(layer, layout)
+        per_group = heads // num_kv if num_kv else 1
+        widths = {kind: part_width(kind, per_group, head_dim) for kind in ("q", "kv", "qkv", "ffn")}
+        for structure, layer_projs, count in ((ATTENTION, projections[0], num_kv), (FFN, projections[1], width)):
+            if not count:
+                continue
             slices = []
-            for path in (spec.q, spec.k, spec.v, *spec.per_head_rows, *spec.width_norms):
-                slices += _linear_slices(layer, layer_prefix, path, 0)
-            slices += _linear_slices(layer, layer_prefix, spec.o, 1)
-            per_group = num_q // num_kv
+            for path, side, parts in layer_projs:
+                slices += _projection_slices(layer, layer_prefix, path, side, parts, count, widths)
+            attention = structure == ATTENTION
             blocks.append(
                 GroupBlock(
-                    ATTENTION,
-                    num_kv,
+                    structure,
+                    count,
                     slices,
                     layer=index,
-                    prunable=ATTENTION in prune and index not in frozen,
-                    unit="head" if per_group == 1 else "kv group",
-                    queries_per_group=per_group,
-                )
-            )
-        width = resolve(layer, spec.ffn_out).in_features
-        if width:
-            slices = []
-            for path in spec.ffn_in:
-                slices += _linear_slices(layer, layer_prefix, path, 0)
-            slices += _linear_slices(layer, layer_prefix, spec.ffn_out, 1)
-            blocks.append(
-                GroupBlock(
-                    FFN, width, slices, layer=index, prunable=FFN in prune and index not in frozen, unit="neuron"
+                    prunable=structure in prune and index not in frozen,
+                    unit=("head" if per_group == 1 else "kv group") if attention else "neuron",
+                    queries_per_group=per_group if attention else 1,
+                    head_dim=head_dim if attention else None,
                 )
             )
     return GroupSet(blocks, spec=spec)

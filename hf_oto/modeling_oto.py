@@ -27,7 +27,16 @@ import torch
 import transformers
 from torch import nn
 
-from .configuration_oto import OTO_PREFIX, oto_config_class, oto_fields_problem
+from .configuration_oto import (
+    OTO_PREFIX,
+    LayerConfig,
+    is_conv1d,
+    layer_projections,
+    oto_config_class,
+    oto_fields_problem,
+    part_width,
+    projection_features,
+)
 
 CONFIG_FIELDS = (
     "oto_num_attention_heads",
@@ -70,7 +79,7 @@ class EmptyAttention(nn.Module):
         output = hidden_states.new_zeros(*hidden_states.shape[:-1], 0)
         if self.output_projection is not None:
             output = getattr(self, self.output_projection)(output)
-        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        cache = next((kwargs[key] for key in ("cache", "past_key_values", "layer_past") if key in kwargs), None)
         key_length = hidden_states.shape[-2]
         if cache is not None and self.layer_idx is not None:
             cache = getattr(cache, "self_attention_cache", cache)
@@ -100,21 +109,37 @@ class ZeroInvarianceError(RuntimeError):
     """A slim model's outputs differ from the dense group-sparse model's; nothing was written."""
 
 
-def _resize_linear(parent: nn.Module, path: str, in_features: int | None = None, out_features: int | None = None):
-    """Replace the Linear at `path` by one of the given shape (same dtype, device and bias presence)."""
+def _resize_projection(parent: nn.Module, path: str, in_features: int | None = None, out_features: int | None = None):
+    """Replace the Linear or Conv1D at `path` by one of the given shape (same dtype, device and bias presence)."""
     owner_path, _, name = path.rpartition(".")
     owner = parent.get_submodule(owner_path) if owner_path else parent
     old = getattr(owner, name)
-    shape = (
-        old.out_features if out_features is None else out_features,
-        old.in_features if in_features is None else in_features,
-    )
-    if (old.out_features, old.in_features) == shape:
+    old_in, old_out = projection_features(old)
+    shape = (old_out if out_features is None else out_features, old_in if in_features is None else in_features)
+    if (old_out, old_in) == shape:
         return
+    device, dtype = old.weight.device, old.weight.dtype
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
-        new = nn.Linear(shape[1], shape[0], bias=old.bias is not None, device=old.weight.device, dtype=old.weight.dtype)
+        if is_conv1d(old):  # Conv1D(nf=out, nx=in); it always has a bias
+            base = getattr(type(old), "_oto_base", type(old))
+            with torch.device(device):
+                new = (_zero_input_conv1d(base) if shape[1] == 0 else base)(shape[0], shape[1]).to(dtype)
+        else:
+            new = nn.Linear(shape[1], shape[0], bias=old.bias is not None, device=device, dtype=dtype)
     setattr(owner, name, new)
+
+
+_ZERO_INPUT_CLASSES: dict = {}
+
+
+def _zero_input_conv1d(base: type) -> type:
+    """`Conv1D` for 0 inputs (0 heads or neurons kept), whose output is its bias (Conv1D cannot view (-1, 0))."""
+    if base not in _ZERO_INPUT_CLASSES:
+        forward = lambda self, x: x.new_zeros(*x.shape[:-1], self.weight.shape[1]) + self.bias  # noqa: E731
+        attributes = {"forward": forward, "_oto_base": base, "__module__": __name__}
+        _ZERO_INPUT_CLASSES[base] = type(f"ZeroInput{base.__name__}", (base,), attributes)
+    return _ZERO_INPUT_CLASSES[base]
 
 
 def _narrow_width_norm(norm: nn.Module, width: int, dense_width: int) -> None:
@@ -169,22 +194,21 @@ def reshape_layers(model: nn.Module, config) -> None:
     attention_path = layout["attention_module"]
     inner_prefix = attention_path + "."
     output_projection = layout["o"][len(inner_prefix) :] if layout["o"].startswith(inner_prefix) else None
+    fields = layout.get("config_fields", {"num_heads": "num_attention_heads", "num_kv_heads": None})
     counts = zip(
         config.oto_num_attention_heads, config.oto_num_key_value_heads, config.oto_intermediate_sizes, strict=True
     )
     for index, (heads, kv_heads, width) in enumerate(counts):
         layer = layers[index]
-        _resize_linear(layer, layout["q"], out_features=heads * head_dim)
-        _resize_linear(layer, layout["k"], out_features=kv_heads * head_dim)
-        _resize_linear(layer, layout["v"], out_features=kv_heads * head_dim)
-        _resize_linear(layer, layout["o"], in_features=heads * head_dim)
-        for path in layout.get("per_head_rows", ()):
-            _resize_linear(layer, path, out_features=heads * head_dim)
-        for path, (kind, dense_width) in layout.get("width_norms", {}).items():
-            _narrow_width_norm(layer.get_submodule(path), (heads if kind == "q" else kv_heads) * head_dim, dense_width)
-        for path in layout["ffn_in"]:
-            _resize_linear(layer, path, out_features=width)
-        _resize_linear(layer, layout["ffn_out"], in_features=width)
+        per_group = heads // kv_heads if kv_heads else 1
+        norms = layout.get("width_norms", {})  # RMS norms over a projection's width: narrowed, not re-built
+        for projections, groups in zip(layer_projections(layout), (kv_heads, width), strict=True):
+            for path, side, parts in projections:
+                size = sum(groups * part_width(kind, per_group, head_dim) for kind in parts)
+                if path in norms:
+                    _narrow_width_norm(layer.get_submodule(path), size, norms[path][1])
+                else:
+                    _resize_projection(layer, path, **{f"{side}_features": size})
 
         attention = layer.get_submodule(attention_path)
         quantities = {
@@ -195,6 +219,9 @@ def reshape_layers(model: nn.Module, config) -> None:
         }
         for attribute, quantity in layout["attention_attrs"].items():
             setattr(attention, attribute, quantities[quantity])
+        if getattr(attention, "config", None) is not None:
+            overrides = {fields[key]: quantities[key] for key in ("num_heads", "num_kv_heads") if fields.get(key)}
+            attention.config = LayerConfig(attention.config, **overrides)
         if heads and layout.get("per_head_inputs") and not getattr(attention, "_oto_selects_heads", False):
             kept = config.oto_kept_heads[index]
             attention.register_forward_pre_hook(select_heads_hook(kept, layout["per_head_inputs"]), with_kwargs=True)
@@ -463,6 +490,11 @@ class OTOSlimMixin:
                 + ". The folder is corrupt, or its config.json belongs to other weights; re-save it with hf_oto."
             )
         return (model, info) if want_info else model
+
+    @classmethod
+    def _can_set_attn_implementation(cls) -> bool:
+        """As the stock class: transformers decides by reading the class's module source, here this file."""
+        return cls._oto_base_class._can_set_attn_implementation()
 
     @property
     def oto_reference(self) -> dict | None:

@@ -15,9 +15,14 @@ from torch import nn
 
 from .accounting import SlimReport, model_shape
 from .architectures import ArchitectureSpec, base_model_type, get_spec
-from .configuration_oto import oto_config_class
+from .configuration_oto import grouped_dim, layer_projections, oto_config_class, part_width
 from .groups import ATTENTION, FFN, GroupSet, build_groups
-from .modeling_oto import CONFIG_FIELDS, ZeroInvarianceError, max_output_difference, oto_model_class
+from .modeling_oto import (
+    CONFIG_FIELDS,
+    ZeroInvarianceError,
+    max_output_difference,
+    oto_model_class,
+)
 
 DEFAULT_VERIFY_TOLERANCE = 1e-5
 
@@ -80,32 +85,31 @@ def _rows(kept: torch.Tensor, width: int) -> torch.Tensor:
 
 
 def _slice_layer_state(
-    state: dict, prefix: str, spec: ArchitectureSpec, head_dim: int, kept_kv, per_group, kept_ffn
+    state: dict, prefix: str, layer: nn.Module, layout: dict, kept_kv, per_group, kept_ffn
 ) -> set[str]:
     """Slice one layer's projections in `state` (in place) down to the kept heads and neurons.
 
-    Returns the keys it replaced (with new, sliced tensors)."""
+    Every projection of `configuration_oto.layer_projections` keeps, in each of its regions, the chunks of the kept
+    groups (rows of a Linear's weight, columns of a Conv1D's, and bias entries; or input columns). Returns the
+    keys it replaced (with new, sliced tensors)."""
     replaced = set()
-    kv_rows = _rows(kept_kv, head_dim)
-    q_rows = _rows(_rows(kept_kv, per_group), head_dim)
-    rows_by_path = {
-        spec.q: q_rows,
-        spec.k: kv_rows,
-        spec.v: kv_rows,
-        **{p: q_rows for p in spec.per_head_rows},
-        **{p: q_rows if kind == "q" else kv_rows for p, kind in spec.width_norms.items()},
-        **{p: kept_ffn for p in spec.ffn_in},
-    }
-    for path, rows in rows_by_path.items():
-        for leaf in ("weight", "bias"):
-            key = f"{prefix}.{path}.{leaf}"
-            if key in state:
-                state[key] = state[key].index_select(0, rows.to(state[key].device))
-                replaced.add(key)
-    for path, columns in ((spec.o, q_rows), (spec.ffn_out, kept_ffn)):
-        key = f"{prefix}.{path}.weight"
-        state[key] = state[key].index_select(1, columns.to(state[key].device))
-        replaced.add(key)
+    widths = {kind: part_width(kind, per_group, layout["head_dim"]) for kind in ("q", "kv", "qkv", "ffn")}
+    for projections, kept in zip(layer_projections(layout), (kept_kv, kept_ffn), strict=True):
+        for path, side, parts in projections:
+            module = layer.get_submodule(path)
+            features = module.weight.shape[grouped_dim(module, side)]  # a norm's 1-D weight too (width_norms)
+            dense_groups = features // sum(widths[kind] for kind in parts)
+            pieces, offset = [], 0
+            for kind in parts:
+                pieces.append(offset + _rows(kept, widths[kind]))
+                offset += dense_groups * widths[kind]
+            index = torch.cat(pieces)
+            leaves = [("weight", grouped_dim(module, side))] + ([("bias", 0)] if side == "out" else [])
+            for leaf, dim in leaves:
+                key = f"{prefix}.{path}.{leaf}"
+                if key in state:
+                    state[key] = state[key].index_select(dim, index.to(state[key].device))
+                    replaced.add(key)
     return replaced
 
 
@@ -166,7 +170,7 @@ def slim_model(
     spec = get_spec(model)
     groups = groups if groups is not None else build_groups(model)
     _check_groups_belong_to(groups, model)
-    head_dim = spec.head_dim(model.config)
+    layout = spec.layout(model.config)
     layers = model.base_model.get_submodule(spec.layers)
     kept_kv, kept_ffn, per_group = _kept_indices(groups, len(layers))
 
@@ -175,7 +179,9 @@ def slim_model(
     sliced: set[str] = set()
     for index in range(len(layers)):
         prefix = f"{name_prefix}{spec.layers}.{index}"
-        sliced |= _slice_layer_state(state, prefix, spec, head_dim, kept_kv[index], per_group[index], kept_ffn[index])
+        sliced |= _slice_layer_state(
+            state, prefix, layers[index], layout, kept_kv[index], per_group[index], kept_ffn[index]
+        )
     state = {key: (value if key in sliced else value.clone()) for key, value in state.items()}
 
     heads = [len(k) * g for k, g in zip(kept_kv, per_group, strict=True)]

@@ -63,6 +63,24 @@ TINY_CONFIGS = {
     "mpnet": (transformers.MPNetConfig, {}),  # relative position bias shared by all layers
 }
 INFERRED_FAMILIES = ["qwen3", "gemma2", "gemma3_text", "granite", "smollm3", "starcoder2", "olmo2", "phi", "deberta-v2"]
+# Families with fused projections (tests/test_fused_families.py); kept apart so test_slim's grid stays as it was.
+FUSED_CONFIGS = {
+    "gpt2": (transformers.GPT2Config, {"n_inner": 24}),
+    "gpt_neox": (transformers.GPTNeoXConfig, {}),
+    "phi3": (transformers.Phi3Config, {"num_key_value_heads": 2, "pad_token_id": 0}),
+    "modernbert": (
+        transformers.ModernBertConfig,
+        dict(
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+            cls_token_id=1,
+            sep_token_id=2,
+            global_attn_every_n_layers=2,
+            local_attention=8,
+        ),
+    ),
+}
 DISTILBERT_NAMES = {
     "hidden_size": "dim",
     "num_hidden_layers": "n_layers",
@@ -72,7 +90,7 @@ DISTILBERT_NAMES = {
 
 
 def tiny_config(model_type: str, attn_implementation: str = "eager", **overrides):
-    config_class, extra = TINY_CONFIGS[model_type]
+    config_class, extra = {**TINY_CONFIGS, **FUSED_CONFIGS}[model_type]
     values = {**TINY, **extra, **overrides}
     if model_type == "distilbert":
         values = {DISTILBERT_NAMES.get(k, k): v for k, v in values.items()}

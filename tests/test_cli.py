@@ -106,8 +106,8 @@ def test_inspect_bad_input_is_one_line(tmp_path, capsys, make, message):
 
 
 def test_demo_bad_input_is_one_line(tmp_path, capsys):
-    gpt2 = tmp_path / "gpt2"
-    transformers.GPT2Config(n_layer=1, n_embd=8, n_head=2).save_pretrained(gpt2)
+    opt = tmp_path / "opt"  # a family hf_oto does not support
+    transformers.OPTConfig(num_hidden_layers=1, hidden_size=8, num_attention_heads=2).save_pretrained(opt)
     not_json = tmp_path / "data.json"
     not_json.write_text("this is not json")
     not_squad = tmp_path / "other.json"
@@ -115,7 +115,7 @@ def test_demo_bad_input_is_one_line(tmp_path, capsys):
     cases = [
         (["--model", str(tmp_path / "nope")], "no such folder"),
         (["--model", str(tmp_path)], "no config.json"),
-        (["--model", str(gpt2)], "does not support model_type 'gpt2'"),
+        (["--model", str(opt)], "model_type 'opt' has no hand-written spec"),
         (["--data", str(tmp_path / "missing.json")], "no such file"),
         (["--data", str(not_json)], "could not read"),
         (["--data", str(not_squad)], "not SQuAD"),

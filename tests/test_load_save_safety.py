@@ -11,7 +11,7 @@ import subprocess
 import pytest
 import torch
 import transformers
-from conftest import REPO, TINY_CONFIGS, run_fresh, tiny_model
+from conftest import FUSED_CONFIGS, REPO, TINY_CONFIGS, run_fresh, tiny_model
 from hub_stub import loopback_hub
 from safetensors.torch import load_file, save_file
 from test_trainer_hub import FAKE_TOKEN
@@ -41,6 +41,10 @@ TASK_CLASS = {
     "phi": transformers.PhiForSequenceClassification,
     "deberta-v2": transformers.DebertaV2ForQuestionAnswering,
     "mpnet": transformers.MPNetForMaskedLM,
+    "gpt2": transformers.GPT2LMHeadModel,
+    "gpt_neox": transformers.GPTNeoXForSequenceClassification,
+    "phi3": transformers.Phi3ForCausalLM,
+    "modernbert": transformers.ModernBertForQuestionAnswering,
 }
 
 
@@ -616,13 +620,13 @@ def test_groups_built_from_another_model():
 
 
 def test_supported_families_are_all_covered():
-    assert set(TASK_CLASS) == set(TINY_CONFIGS)
+    assert set(TASK_CLASS) == set(TINY_CONFIGS) | set(FUSED_CONFIGS)
 
 
 def _task_cases():
-    from test_slim import _task_classes
+    from test_slim import task_classes
 
-    return [*_task_classes(), ("llama", "LlamaForCausalLM-tied")]
+    return [*task_classes([*TINY_CONFIGS, *FUSED_CONFIGS]), ("llama", "LlamaForCausalLM-tied")]
 
 
 @pytest.mark.parametrize("family,class_name", _task_cases())

@@ -198,13 +198,14 @@ def test_generate_matches_dense(family):
     assert torch.equal(dense.generate(prompt, **kwargs), slim.generate(prompt, **kwargs))
 
 
-def _task_classes():
+def task_classes(families=FAMILIES):
+    """(family, class name) for every task head the Auto classes map each family to."""
     from transformers.models.auto import modeling_auto
 
     from hf_oto.hub import _AUTO_CLASSES
 
     cases = []
-    for family in FAMILIES:
+    for family in families:
         for mapping_name in _AUTO_CLASSES.values():
             name = getattr(modeling_auto, mapping_name).get(family)
             if name and name not in {c[1] for c in cases if c[0] == family}:
@@ -212,7 +213,7 @@ def _task_classes():
     return cases
 
 
-@pytest.mark.parametrize("family,class_name", _task_classes())
+@pytest.mark.parametrize("family,class_name", task_classes())
 def test_every_task_head(family, class_name):
     model_class = getattr(transformers, class_name)
     dense = tiny_model(family, model_class)

@@ -9,13 +9,17 @@ from torch import nn
 from ..errors import UnsupportedModelError
 from .bert import BERT
 from .distilbert import DISTILBERT
+from .gpt2 import GPT2
+from .gpt_neox import GPT_NEOX
 from .inference import infer_spec, refusal_reason
 from .llama import LLAMA
+from .modernbert import MODERNBERT
 from .mpnet import MPNET
-from .spec import ArchitectureSpec
+from .phi3 import PHI3
+from .spec import ArchitectureSpec, Fused
 from .vit import VIT
 
-SPECS: tuple[ArchitectureSpec, ...] = (BERT, DISTILBERT, LLAMA, MPNET, VIT)
+SPECS: tuple[ArchitectureSpec, ...] = (BERT, DISTILBERT, LLAMA, MPNET, VIT, GPT2, GPT_NEOX, PHI3, MODERNBERT)
 _BY_MODEL_TYPE = {model_type: spec for spec in SPECS for model_type in spec.model_types}
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(_BY_MODEL_TYPE)
 
@@ -71,6 +75,7 @@ def get_spec(model_or_config: Any) -> ArchitectureSpec:
 
 __all__ = [
     "ArchitectureSpec",
+    "Fused",
     "SPECS",
     "SUPPORTED_MODEL_TYPES",
     "base_model_type",

@@ -9,6 +9,23 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+QKV_LAYOUTS = ("blocked", "interleaved")
+
+
+@dataclass(frozen=True)
+class Fused:
+    """A fused projection whose output rows are `parts` equal, consecutive regions, one row per group in each.
+
+    ``Fused("mlp.gate_up_proj", 2)`` is Phi-3's ``[gate: I | up: I]``: FFN neuron j owns row j of the gate
+    region and row j of the up region (and the matching bias entries)."""
+
+    path: str
+    parts: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "parts": self.parts}
+
+
 # Quantities a spec may bind to a module attribute when a layer is reshaped (see `attention_attrs`).
 LAYER_QUANTITIES = ("num_heads", "num_kv_heads", "num_kv_groups", "all_head_size")
 
@@ -18,7 +35,18 @@ class ArchitectureSpec:
     """Where the zero-invariant structures of one model family live.
 
     Paths are dotted attribute paths. `layers` is relative to `model.base_model`; every other path is
-    relative to one layer of that list.
+    relative to one layer of that list. A projection may be an `nn.Linear` or transformers' `Conv1D` (GPT-2,
+    weight stored transposed): which one is detected at run time.
+
+    Attention projections are either separate (`q`, `k`, `v`) or one fused `qkv` whose output rows are laid out
+    as `qkv_layout` says:
+
+    - ``"blocked"``: ``[Q: heads·head_dim | K: kv_heads·head_dim | V: kv_heads·head_dim]`` (GPT-2's ``c_attn``,
+      Phi-3's ``qkv_proj`` with GQA, ModernBERT's ``Wqkv``): three regions, a group owns one chunk of each;
+    - ``"interleaved"``: ``[head 0: q, k, v | head 1: q, k, v | ...]`` (GPT-NeoX's ``query_key_value``): one
+      contiguous chunk of ``3·head_dim`` rows per head (multi-head attention only).
+
+    An `ffn_in` entry is a path, or a `Fused` projection holding several row regions (gate and up).
     """
 
     name: str
@@ -29,15 +57,19 @@ class ArchitectureSpec:
     """Path of the `nn.ModuleList` of transformer layers, from `model.base_model`."""
     attention_module: str
     """The module that computes attention heads; replaced by an empty stand-in when a layer keeps 0 heads."""
-    q: str
-    k: str
-    v: str
-    o: str
+    q: str | None = None
+    k: str | None = None
+    v: str | None = None
+    o: str = ""
     """Output projection of the attention block (its input columns are grouped per head)."""
-    ffn_in: tuple[str, ...]
-    """Projections whose output rows are FFN neurons (up, and gate for gated MLPs)."""
-    ffn_out: str
+    ffn_in: tuple[str | Fused, ...] = ()
+    """Projections whose output rows are FFN neurons (up, and gate for gated MLPs), plain or `Fused`."""
+    ffn_out: str = ""
     """Projection whose input columns are FFN neurons (down)."""
+    qkv: str | None = None
+    """Fused query/key/value projection, instead of `q`, `k`, `v`."""
+    qkv_layout: str = "blocked"
+    """How `qkv`'s output rows are ordered: ``"blocked"`` or ``"interleaved"`` (see the class docstring)."""
     num_heads_field: str = "num_attention_heads"
     num_kv_heads_field: str | None = None
     """Config field for the number of key/value heads (GQA); None for plain multi-head attention."""
@@ -70,6 +102,17 @@ class ArchitectureSpec:
     def origin(self) -> str:
         """``"hand-written"`` or ``"inferred"``, as `GroupSet` and ``hf-oto check`` print it."""
         return "inferred" if self.inferred else "hand-written"
+
+    def __post_init__(self) -> None:
+        separate = (self.q, self.k, self.v)
+        if (self.qkv is None) == all(path is None for path in separate) or (self.qkv is None and None in separate):
+            raise ValueError(f"spec {self.name!r}: give either q, k and v, or one fused qkv.")
+        if self.qkv_layout not in QKV_LAYOUTS:
+            raise ValueError(f"spec {self.name!r}: qkv_layout must be one of {QKV_LAYOUTS}, not {self.qkv_layout!r}.")
+        if self.qkv_layout == "interleaved" and self.num_kv_heads_field is not None:
+            raise ValueError(f"spec {self.name!r}: an interleaved qkv holds one key/value head per query head.")
+        if not (self.o and self.ffn_in and self.ffn_out):
+            raise ValueError(f"spec {self.name!r}: o, ffn_in and ffn_out are required.")
 
     def head_dim(self, config: Any) -> int:
         """Per-head width: the config's `head_dim_field` when the family has one, else hidden size / heads."""
@@ -104,7 +147,11 @@ class ArchitectureSpec:
             k=layout["k"],
             v=layout["v"],
             o=layout["o"],
-            ffn_in=tuple(layout["ffn_in"]),
+            ffn_in=tuple(e if isinstance(e, str) else Fused(e["path"], e["parts"]) for e in layout["ffn_in"]),
+            qkv=layout.get("qkv"),
+            qkv_layout=layout.get("qkv_layout", "blocked"),
+            num_heads_field=layout.get("config_fields", {}).get("num_heads") or "num_attention_heads",
+            num_kv_heads_field=layout.get("config_fields", {}).get("num_kv_heads"),
             ffn_out=layout["ffn_out"],
             attention_attrs=dict(layout["attention_attrs"]),
             per_head_rows=tuple(layout.get("per_head_rows", ())),
@@ -129,10 +176,14 @@ class ArchitectureSpec:
             "k": self.k,
             "v": self.v,
             "o": self.o,
-            "ffn_in": list(self.ffn_in),
+            "ffn_in": [entry.to_json() if isinstance(entry, Fused) else entry for entry in self.ffn_in],
             "ffn_out": self.ffn_out,
             "head_dim": self.head_dim(config),
             "attention_attrs": dict(self.attention_attrs),
+            "qkv": self.qkv,
+            "qkv_layout": self.qkv_layout,
+            "queries_per_group": getattr(config, self.num_heads_field) // self.num_kv_heads(config),
+            "config_fields": {"num_heads": self.num_heads_field, "num_kv_heads": self.num_kv_heads_field},
             "per_head_rows": list(self.per_head_rows),
             "per_head_inputs": dict(self.per_head_inputs),
             "width_norms": {path: [kind, self.dense_width(config, kind)] for path, kind in self.width_norms.items()},

@@ -191,7 +191,7 @@ class HSPG(torch.optim.Optimizer):
         self._device = first.device if first is not None else torch.device("cpu")
         largest = max((p.numel() for p in self.groups.params()), default=0)
         self.layout = make_layout(blocks, self._device, layout, unit_numel, largest)
-        self._grouped = self.layout.grouped_ids
+        self._grouped, self._regioned = self.layout.grouped_ids, self.layout.regioned_ids
         n = len(self.groups)
         self._prunable = self.groups.prunable_mask().to(self._device) if n else torch.zeros(0, dtype=torch.bool)
         self._num_prunable = int(self._prunable.sum())
@@ -417,7 +417,7 @@ class HSPG(torch.optim.Optimizer):
                 + (f" and {len(bad) - 1} other parameter(s)" if len(bad) > 1 else "")
                 + f" at step {self._t}. Lower the learning rate, check the data, or pass skip_nonfinite_steps=True."
             )
-        init_state(self.param_groups, raw, self.variant, eager_momentum=self.layout.kind == "sharded")
+        init_state(self.param_groups, raw, self.variant, eager_momentum=self.layout.kind == "sharded" or self._regioned)
         work = self.layout.localize(raw)
 
         t = self._t
@@ -508,20 +508,21 @@ def index_blocks(groups: GroupSet, param_groups: list[dict]) -> tuple[list[Block
         for position, p in enumerate(group["params"]):
             owner[id(p)] = index
             names[id(p)] = given[position] if given else f"param_groups[{index}]['params'][{position}] {tuple(p.shape)}"
-    seen: dict[int, str] = {}
+    seen: dict[int, tuple[int, str]] = {}
     blocks: list[Block] = []
     missing_layers: dict[str, Any] = {}
-    for block, (start, end) in zip(groups.blocks, groups.block_ranges(), strict=True):
+    for position, (block, (start, end)) in enumerate(zip(groups.blocks, groups.block_ranges(), strict=True)):
         where = block.describe(0).rsplit(" ", 1)[0]
-        for piece in block.slices:
+        for piece in block.slices:  # several slices of one block may share a parameter (regions of a fused one)
             key = id(piece.param)
-            if key in seen:
+            if seen.get(key, (position,))[0] != position:
                 raise ValueError(
-                    f"parameter {piece.name} appears in two group blocks ({seen[key]} and {where}); a grouped "
+                    f"parameter {piece.name} appears in two group blocks ({seen[key][1]} and {where}); a grouped "
                     "parameter must belong to exactly one block."
                 )
-            seen[key] = where
-            names[key] = piece.name
+            if key not in seen:  # the parameter's name, without a region suffix such as "[0:32]"
+                names[key] = piece.name if piece.whole else piece.name.rsplit("[", 1)[0]
+            seen[key] = (position, where)
         if not block.prunable:
             continue  # unprunable groups: plain base step, nothing else
         missing = [piece.name for piece in block.slices if id(piece.param) not in owner]
@@ -559,10 +560,11 @@ def collect_gradients(param_groups: list[dict], state: dict, names: dict[int, st
     return work
 
 
-def init_state(param_groups: list[dict], work: Work, variant: str, eager_momentum: bool = False) -> None:
+def init_state(param_groups: list[dict], work: Work, variant: str, eager_momentum: bool | set[int] = False) -> None:
     """Create the per-parameter state on a parameter's first real step (torch's layout). With
-    `eager_momentum` (sharded parameters) the SGD buffer starts as zeros shaped like the parameter, not None:
-    ``0·μ + d`` equals torch's first-step copy of ``d``, and the buffer is a DTensor like the parameter."""
+    `eager_momentum` (True: every parameter, when sharded; or a set of ``id(param)``: parameters stepped region
+    by region) the SGD buffer starts as zeros shaped like the parameter, not None: ``0·μ + d`` equals torch's
+    first-step copy of ``d``, the buffer is a DTensor like the parameter, and a region of it can be updated."""
     for group, items in zip(param_groups, work, strict=True):
         for p, _, state in items:
             if state:
@@ -572,7 +574,8 @@ def init_state(param_groups: list[dict], work: Work, variant: str, eager_momentu
                 state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             elif group["momentum"]:
-                state["momentum_buffer"] = torch.zeros_like(p) if eager_momentum else None
+                eager = eager_momentum is True or (isinstance(eager_momentum, set) and id(p) in eager_momentum)
+                state["momentum_buffer"] = torch.zeros_like(p) if eager else None
 
 
 def nonfinite_gradients(pairs: list[tuple[Tensor, Tensor]], names: dict[int, str]) -> list[str]:

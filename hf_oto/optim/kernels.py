@@ -232,13 +232,14 @@ def build_plan(
 def prox_threshold(layout: GroupLayout, param_groups: list[dict], lam: float) -> None:
     """Stage-1 proximal step: group soft-threshold ``max(0, 1 − lr·λ/‖y_g‖)`` of the post-step point."""
     for unit in layout.units:
-        nsq = layout.reduce_(sum(layout.sq_norms(unit, j, params) for j, params in enumerate(unit.params)))
+        nsq = sum(layout.sq_norms(unit, j, unit.region(j, params)) for j, params in enumerate(unit.params))
+        nsq = layout.reduce_(nsq)
         inv_norm = torch.where(nsq > 0, nsq.rsqrt(), torch.zeros_like(nsq))
         for pg_index, positions in unit.by_param_group.items():
             lr = param_groups[pg_index]["lr"]
             factor = (1.0 - lr * lam * inv_norm).clamp_(min=0.0)
             for j in positions:
-                layout.scale(unit, j, list(range(unit.layers)), unit.params[j], factor)
+                layout.scale(unit, j, list(range(unit.layers)), unit.region(j, unit.params[j]), factor)
 
 
 Items = list[tuple[Tensor, Tensor, dict[str, Any]]]
@@ -273,7 +274,7 @@ def adamw_update(
     else:
         # Grouped params: carried part x ← multiplier·x first, then the same step as every other param.
         for unit, j, present in layout.positions(pg_index, rows):
-            params = [unit.params[j][index] for index in present]
+            params = unit.region(j, [unit.params[j][index] for index in present])
             layout.scale(unit, j, present, params, plan.multipliers[unit.position, pg_index])
         stepped = list(rows.values())
     for chunk in chunks(stepped, layout.chunk_numel, split=True):
@@ -289,12 +290,16 @@ def _adamw_grouped_projecting(layout: GroupLayout, eps: float, pg_index: int, ro
     """Grouped params on a projecting step: the step w also enters the half-space inner products wᵀx.
 
     The steps of many slice positions are built together (one set of `_foreach_*` kernels per run of
-    positions within the chunk budget: all of them in the stacked layout), then applied per position.
+    positions within the chunk budget: all of them in the stacked layout), then applied per position. A
+    position that is a region of its parameters (a fused projection) builds and applies the step of that
+    region only, so each entry is stepped once.
     """
     positions = list(layout.positions(pg_index, rows))
-    sizes_of = [sum(unit.params[j][i].numel() for i in present) for unit, j, present in positions]
+    sizes_of = [
+        sum(t.numel() for t in unit.region(j, [unit.params[j][i] for i in present])) for unit, j, present in positions
+    ]
     for run in runs(positions, sizes_of, layout.chunk_numel):
-        members = [rows[id(unit.params[j][i])] for unit, j, present in run for i in present]
+        members = [region_row(unit, j, rows[id(unit.params[j][i])]) for unit, j, present in run for i in present]
         params, ms, vs, sizes, bc2 = (list(column) for column in zip(*members, strict=True))
         # The step w = size·m̂/(√v̂+eps) = m / ((√v/bc2 + eps)/size), built in place of the denominator.
         steps = layout.sqrt(vs)
@@ -307,6 +312,27 @@ def _adamw_grouped_projecting(layout: GroupLayout, eps: float, pg_index: int, ro
             end = offset + len(present)
             projecting_update(layout, unit, j, present, params[offset:end], steps[offset:end], 1.0, pg_index, plan)
             offset = end
+
+
+def region_row(unit: Unit, j: int, row: tuple) -> tuple:
+    """An AdamW row (param, exp_avg, exp_avg_sq, scalars...) cut to position `j`'s region of the parameter."""
+    piece = unit.pieces[j]
+    return row if piece.whole else (*(piece.region(t) for t in row[:3]), *row[3:])
+
+
+def region_item(unit: Unit, j: int, item: tuple) -> tuple:
+    """A (param, grad, state) item cut to position `j`'s region; the state holds the region of the momentum
+    buffer, which exists from the first step for such parameters (`HSPG` creates it eagerly)."""
+    piece = unit.pieces[j]
+    if piece.whole:
+        return item
+    param, grad, state = item
+    buffer = state.get("momentum_buffer")
+    return (
+        piece.region(param),
+        piece.region(grad),
+        {"momentum_buffer": None if buffer is None else piece.region(buffer)},
+    )
 
 
 def projecting_update(
@@ -366,7 +392,7 @@ def sgd_update(
         torch._foreach_add_([p for p, _, _ in chunk], sgd_directions(layout, group, chunk), alpha=-lr)
     by_id = {id(item[0]): item for item in items}
     for unit, j, present in layout.positions(pg_index, by_id):
-        chunk = [by_id[id(unit.params[j][index])] for index in present]
+        chunk = [region_item(unit, j, by_id[id(unit.params[j][index])]) for index in present]
         params = [p for p, _, _ in chunk]
         directions = sgd_directions(layout, group, chunk)
         if plan.projecting:

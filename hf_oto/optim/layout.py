@@ -44,19 +44,27 @@ class Block:
         self.param_groups = param_groups
 
     def signature(self) -> tuple:
-        """Blocks with equal signatures can be stacked: same group count and, per slice, shape, dim, dtype,
-        device and param group."""
+        """Blocks with equal signatures can be stacked: same group count and, per slice, shape, dim, region,
+        dtype, device and param group."""
         return (
             self.block.num_groups,
             tuple(
-                (tuple(piece.param.shape), piece.dim, piece.param.dtype, piece.param.device, pg)
+                (
+                    tuple(piece.param.shape),
+                    piece.dim,
+                    piece.offset,
+                    piece.length,
+                    piece.param.dtype,
+                    piece.param.device,
+                    pg,
+                )
                 for piece, pg in zip(self.slices, self.param_groups, strict=True)
             ),
         )
 
     @property
     def numel(self) -> int:
-        return sum(piece.param.numel() for piece in self.slices)
+        return sum(piece.numel for piece in self.slices)
 
     def fill_zero_(self, indices: Tensor, state: dict) -> None:
         """Set the given groups to exactly zero in the parameters and in their optimizer moments (`state`)."""
@@ -66,7 +74,7 @@ class Block:
             targets = [piece.param] + [moments.get(key) for key in ("exp_avg", "exp_avg_sq", "momentum_buffer")]
             for target in targets:
                 if target is not None:
-                    grouped(target, piece.dim, g).index_fill_(piece.dim, indices, 0)
+                    grouped(piece.region(target), piece.dim, g).index_fill_(piece.dim, indices, 0)
 
 
 class Unit:
@@ -76,6 +84,9 @@ class Unit:
     launches a few kernels per slice *position* (e.g. "query weight") instead of a few per slice. Per-group
     quantities of a unit are ``(L, G)`` tensors; ``index`` maps them to flat group indices. A unit of one
     block works on views, without copies.
+
+    ``params[j]`` holds whole parameters; a slice position may be a region of them (a fused projection), and
+    every kernel works on `region` of the parameter, its gradient and its moments.
     """
 
     def __init__(self, blocks: list[Block], position: int, device: torch.device) -> None:
@@ -85,6 +96,8 @@ class Unit:
         self.num_groups = blocks[0].block.num_groups
         first = blocks[0]
         self.dims = [piece.dim for piece in first.slices]
+        self.pieces = list(first.slices)
+        """Per slice position, the first block's slice: its region applies to every layer (equal signatures)."""
         self.param_groups = first.param_groups
         self.by_param_group: dict[int, list[int]] = {}
         """Param-group index -> slice positions in it (the carried-part factor is shared per param group)."""
@@ -97,6 +110,11 @@ class Unit:
         """Flat group index of every ``(l, g)``, row-major."""
         self.keep: Tensor | None = None
         """``(L, G)`` float mask, 0 on zero groups; None while the unit has no zero group."""
+
+    def region(self, j: int, tensors: list[Tensor]) -> list[Tensor]:
+        """Position `j`'s region of each tensor (whole parameters, gradients or moments): views, or the tensors."""
+        piece = self.pieces[j]
+        return tensors if piece.whole else [piece.region(t) for t in tensors]
 
     def broadcast_shape(self, j: int, layers: int) -> list[int]:
         """Shape of an ``(L, G)`` factor broadcasting against position `j` stacked with its groups unflattened."""
@@ -206,6 +224,17 @@ class GroupLayout:
         return {id(p) for unit in self.units for params in unit.params for p in params}
 
     @property
+    def regioned_ids(self) -> set[int]:
+        """``id`` of every parameter that units step region by region (fused projections)."""
+        return {
+            id(p)
+            for unit in self.units
+            for j, params in enumerate(unit.params)
+            for p in params
+            if not unit.pieces[j].whole
+        }
+
+    @property
     def unit_layers(self) -> list[int]:
         """How many blocks each unit stacks."""
         return [unit.layers for unit in self.units]
@@ -282,7 +311,8 @@ class GroupLayout:
 
     def unit_sq_norms(self, unit: Unit) -> tuple[Tensor, Tensor]:
         """Per slice position and in total, the squared group norms of a unit: ``(P, L, G)`` and ``(L, G)``."""
-        sq = self.reduce_(torch.stack([self.sq_norms(unit, j, params) for j, params in enumerate(unit.params)]))
+        sq = [self.sq_norms(unit, j, unit.region(j, params)) for j, params in enumerate(unit.params)]
+        sq = self.reduce_(torch.stack(sq))
         return sq, sq.sum(0)
 
     def add_dots(
@@ -340,7 +370,8 @@ class GroupLayout:
             for j, params in enumerate(unit.params):
                 present = [index for index, p in enumerate(params) if self.grad(p) is not None]
                 if present:
-                    self.scale(unit, j, present, [self.grad(params[index]) for index in present], unit.keep)
+                    grads = unit.region(j, [self.grad(params[index]) for index in present])
+                    self.scale(unit, j, present, grads, unit.keep)
 
     def gradient_dots(self, num_groups: int) -> Tensor:
         """Per group, ``x_gᵀ∇_g f`` from the current gradients: flat float32 ``(num_groups,)``, 0 outside units."""
@@ -351,7 +382,8 @@ class GroupLayout:
                 present = [index for index, p in enumerate(params) if self.grad(p) is not None]
                 if present:
                     tensors = [params[index] for index in present]
-                    self.add_dots(unit, j, present, tensors, [self.grad(p) for p in tensors], 1.0, dots)
+                    grads = unit.region(j, [self.grad(p) for p in tensors])
+                    self.add_dots(unit, j, present, unit.region(j, tensors), grads, 1.0, dots)
             out[unit.index] = dots.flatten()
         return self.reduce_(out)
 

@@ -26,6 +26,13 @@ class ShardedGroupLayout(GroupLayout):
     """`GroupLayout` over the local shards of DTensor parameters (no workspace; units stack local shards)."""
 
     def __init__(self, blocks: list[Block], device: torch.device) -> None:
+        regions = [piece.name for block in blocks for piece in block.slices if not piece.whole]
+        if regions:
+            raise NotImplementedError(
+                f"HSPG on FSDP2-sharded parameters does not support region slices (fused projections such as "
+                f"{regions[0]}): a region of a dim-0 shard is not implemented. Train this model with DDP or "
+                "unsharded, or group separate (unfused) projections."
+            )
         super().__init__(blocks, device, layout="stacked")
         self.kind = "sharded"
         first = blocks[0].slices[0].param if blocks else None
