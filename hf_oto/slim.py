@@ -167,9 +167,9 @@ def slim_model(
             (default: 1e-5 for float32 models, 5e-2 for half precision).
         settings: OTO hyperparameters recorded in the slim config (for model cards and `hf-oto inspect`).
     """
-    spec = get_spec(model)
     groups = groups if groups is not None else build_groups(model)
     _check_groups_belong_to(groups, model)
+    spec = groups.spec or get_spec(model)  # the spec the groups were built with (verification tries candidates)
     layout = spec.layout(model.config)
     layers = model.base_model.get_submodule(spec.layers)
     kept_kv, kept_ffn, per_group = _kept_indices(groups, len(layers))

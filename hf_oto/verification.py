@@ -91,7 +91,7 @@ def _first_difference(expected: Any, actual: Any) -> tuple[str, float]:
     return "in the final outputs", max_output_difference(expected, actual)
 
 
-def _check_structure(model: nn.Module, spec: ArchitectureSpec, structure: str) -> str | None:
+def check_structure(model: nn.Module, spec: ArchitectureSpec, structure: str) -> str | None:
     """None if zeroing groups of `structure` and slimming leaves a random copy's outputs unchanged, else why not."""
     where = f"{type(model).__name__} ({spec.origin} spec)"
     probe = random_copy(model)
@@ -124,7 +124,7 @@ def verify_spec(model: nn.Module, spec: ArchitectureSpec, structures: Iterable[s
         if key not in _VERDICTS:
             refusal = spec.head_pruning_refusal if structure == ATTENTION else None
             _VERDICTS[key] = (
-                f"{type(model).__name__}: {refusal}" if refusal else _check_structure(model, spec, structure)
+                f"{type(model).__name__}: {refusal}" if refusal else check_structure(model, spec, structure)
             )
         if _VERDICTS[key] is not None:
             problems.append((structure, _VERDICTS[key]))

@@ -12,7 +12,8 @@ from test_trainer import make_args, make_dataset
 
 import hf_oto
 from hf_oto import verification
-from hf_oto.architectures import get_spec
+from hf_oto.architectures import _first_verified, get_spec
+from hf_oto.architectures.inference import candidate_specs
 from hf_oto.cli import main
 
 REFUSED = {
@@ -32,13 +33,29 @@ def test_inferred_spec_is_used_only_once_verified_and_says_so(family, monkeypatc
     verification._VERDICTS.pop((type(model), "attention"), None)
     verification._VERDICTS.pop((type(model), "ffn"), None)
     calls = []
-    check = verification._check_structure
-    monkeypatch.setattr(verification, "_check_structure", lambda *a: calls.append(a[2]) or check(*a))
+    check = verification.check_structure
+    monkeypatch.setattr(verification, "check_structure", lambda *a: calls.append(a[2]) or check(*a))
     groups = hf_oto.build_groups(model)
     hf_oto.build_groups(model)  # the verdict is cached per class
     assert sorted(calls) == ["attention", "ffn"]
     assert f"({spec.name}, inferred spec)" in str(groups)
     assert verification.verdicts(model) == {"attention": None, "ffn": None}
+
+
+@pytest.mark.parametrize("family", ["gpt_neox", "modernbert", "phi3"])
+def test_fused_projections_are_inferred_and_the_exact_row_layout_is_chosen_by_verification(family):
+    """Inference alone finds the fused q/k/v (and gate/up) projections of the families that also have a hand-written
+    spec; where the row order cannot be read off the shapes, only the exact layout survives verification."""
+    model = tiny_model(family)
+    written = get_spec(model)
+    candidates = candidate_specs(model)
+    outcomes = {spec.qkv_layout: verification.check_structure(model, spec, "attention") for spec in candidates}
+    chosen = _first_verified(model, candidates)
+    assert outcomes[chosen.qkv_layout] is None and chosen.qkv_layout == written.qkv_layout
+    assert (chosen.qkv, chosen.o, chosen.ffn_out) == (written.qkv, written.o, written.ffn_out)
+    assert verification.check_structure(model, chosen, "ffn") is None
+    if family == "gpt_neox":  # per-head q, k, v rows: the blocked reading removes the wrong rows, and is refused
+        assert "removing attention groups" in outcomes["blocked"] or "not zero-invariant" in outcomes["blocked"]
 
 
 def test_hand_written_spec_says_so():

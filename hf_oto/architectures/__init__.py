@@ -11,7 +11,7 @@ from .bert import BERT
 from .distilbert import DISTILBERT
 from .gpt2 import GPT2
 from .gpt_neox import GPT_NEOX
-from .inference import infer_spec, refusal_reason
+from .inference import candidate_specs, refusal_reason
 from .llama import LLAMA
 from .modernbert import MODERNBERT
 from .mpnet import MPNET
@@ -36,6 +36,16 @@ _INFERRED: dict[type, ArchitectureSpec | UnsupportedModelError] = {}
 def hand_written_spec(model_type: str) -> ArchitectureSpec | None:
     """The hand-written spec covering `model_type`, if any."""
     return _BY_MODEL_TYPE.get(model_type)
+
+
+def _first_verified(model: nn.Module, candidates: list[ArchitectureSpec]) -> ArchitectureSpec:
+    """The one candidate, or the first whose attention groups verify on a random copy (a fused projection's row
+    layout cannot be read off its shape); the first when none does (its verification then says why)."""
+    if len(candidates) == 1:
+        return candidates[0]
+    from ..verification import check_structure  # verification slims models: imported on use
+
+    return next((spec for spec in candidates if check_structure(model, spec, "attention") is None), candidates[0])
 
 
 def get_spec(model_or_config: Any) -> ArchitectureSpec:
@@ -64,7 +74,7 @@ def get_spec(model_or_config: Any) -> ArchitectureSpec:
     key = type(model_or_config)
     if key not in _INFERRED:
         try:
-            _INFERRED[key] = infer_spec(model_or_config)
+            _INFERRED[key] = _first_verified(model_or_config, candidate_specs(model_or_config))
         except UnsupportedModelError as error:
             _INFERRED[key] = error
     found = _INFERRED[key]

@@ -3,12 +3,15 @@
 For a family without a hand-written spec, the layer stack is the `nn.ModuleList` of ``num_hidden_layers``
 blocks inside `model.base_model`. In its first block:
 
-- the query/key/value projections are the Linears named like ``q_proj`` / ``query`` / ``q_lin`` / ``q``, whose
-  output widths are ``heads·head_dim`` and ``kv_heads·head_dim`` (head counts from the config, read through
-  its ``attribute_map``);
-- the output projection is the Linear of the same attention block whose input width is ``heads·head_dim``;
-- the FFN is the remaining Linears: those mapping the hidden size to the FFN width (up, and gate when gated)
-  and the one mapping it back (down).
+- the query/key/value projections are the projections (`nn.Linear` or GPT-2-style `Conv1D`) named like
+  ``q_proj`` / ``query`` / ``q_lin`` / ``q``, whose output widths are ``heads·head_dim`` and
+  ``kv_heads·head_dim`` (head counts from the config, read through its ``attribute_map``); or one fused
+  projection (``qkv_proj``, ``Wqkv``, ``c_attn``, ``query_key_value``...) ``(heads + 2·kv_heads)·head_dim``
+  wide, whose row order (blocked ``[Q | K | V]`` or interleaved per head) cannot be read off the shapes: both
+  candidates are tried on a random copy and the one that verifies is kept (`candidate_specs`);
+- the output projection is the one of the same attention block whose input width is ``heads·head_dim``;
+- the FFN is the remaining projections: those mapping the hidden size to the FFN width (up, and gate when
+  gated; a fused gate/up twice as wide), and the one mapping it back (down).
 
 An inferred spec is a *guess*. `hf_oto.verification` proves it numerically on a random copy of the model before
 any group of it is used; nothing here is trusted on its own. Inference only refuses what it can name:
@@ -17,12 +20,14 @@ encoder-decoder models, mixture-of-experts models, and layers whose projections 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from torch import nn
+from transformers.pytorch_utils import Conv1D
 
 from ..errors import UnsupportedModelError
-from .spec import ArchitectureSpec
+from .spec import ArchitectureSpec, Fused
 
 PROJECTION_NAMES = {
     "q": ("q_proj", "query", "q_lin", "q", "query_proj", "wq"),
@@ -30,6 +35,8 @@ PROJECTION_NAMES = {
     "v": ("v_proj", "value", "v_lin", "v", "value_proj", "wv"),
 }
 """Leaf names of separate query/key/value projections across transformers' families."""
+FUSED_QKV_NAMES = ("qkv_proj", "wqkv", "c_attn", "query_key_value", "qkv", "in_proj", "w_pack")
+"""Leaf names of fused query/key/value projections."""
 MOE_CONFIG_FIELDS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts", "num_experts_per_tok")
 MOE_MODULE_NAMES = ("experts", "block_sparse_moe")
 HEAD_COUNT_FIELDS = ("head_dim", "attention_head_size", "d_kv", "kv_channels")
@@ -78,8 +85,15 @@ def find_layers(base: nn.Module, num_layers: int) -> str | None:
     return best
 
 
-def _linears(layer: nn.Module) -> dict[str, nn.Linear]:
-    return {path: module for path, module in layer.named_modules() if isinstance(module, nn.Linear)}
+def _projections(layer: nn.Module) -> dict[str, tuple[int, int]]:
+    """Every projection of a layer, path -> (input width, output width): Linears and GPT-2's Conv1D."""
+    found = {}
+    for path, module in layer.named_modules():
+        if isinstance(module, nn.Linear):
+            found[path] = (module.in_features, module.out_features)
+        elif isinstance(module, Conv1D):  # weight stored as (in, out)
+            found[path] = (module.weight.shape[0], module.nf)
+    return found
 
 
 def _pick(candidates: list[str], names: tuple[str, ...], what: str, where: str) -> str:
@@ -158,8 +172,34 @@ def _width_norms(
     return norms, None
 
 
-def infer_spec(model: nn.Module) -> ArchitectureSpec:
-    """An unverified spec for `model`'s family, read off its first layer (see the module docstring).
+def _attention(config: Any, sizes: dict[str, tuple[int, int]], heads: int, hidden: int, where: str) -> dict[str, Any]:
+    """The attention projections of a layer: separate q/k/v, or one fused qkv (then no row layout yet)."""
+    paths = list(sizes)
+    separate = all(any(_leaf(p) in PROJECTION_NAMES[kind] for p in paths) for kind in ("q", "k", "v"))
+    if separate:
+        q, k, v = (_pick(paths, PROJECTION_NAMES[kind], f"{kind} projection", where) for kind in ("q", "k", "v"))
+        q_width = sizes[q][1]
+        if q_width % heads:
+            raise UnsupportedModelError(
+                f"{where}: query projection {q} is {q_width} wide, not a multiple of {heads} heads"
+            )
+        head_dim = q_width // heads
+        kv_heads, kv_rest = divmod(sizes[k][1], head_dim)
+        if kv_rest or not kv_heads or heads % kv_heads or sizes[v][1] != sizes[k][1]:
+            raise UnsupportedModelError(
+                f"{where}: key/value projections {k}, {v} do not hold whole heads of {head_dim}"
+            )
+        return dict(q=q, k=k, v=v, qkv=None, head_dim=head_dim, kv_heads=kv_heads)
+    head_dim = next((_config_int(config, f) for f in HEAD_COUNT_FIELDS if _config_int(config, f)), hidden // heads)
+    widths = {(heads + 2 * kv) * head_dim: kv for kv in (_config_int(config, "num_key_value_heads"), heads) if kv}
+    fused = [p for p in paths if sizes[p][0] == hidden and sizes[p][1] in widths]
+    qkv = _pick(fused, FUSED_QKV_NAMES, "fused query/key/value projection", where)
+    return dict(q=None, k=None, v=None, qkv=qkv, head_dim=head_dim, kv_heads=widths[sizes[qkv][1]])
+
+
+def candidate_specs(model: nn.Module) -> list[ArchitectureSpec]:
+    """Unverified specs for `model`'s family, read off its first layer (see the module docstring): one, or for a
+    fused query/key/value projection one per possible row layout, most common first.
 
     Raises `UnsupportedModelError` naming what could not be matched."""
     config = model.config
@@ -182,54 +222,55 @@ def infer_spec(model: nn.Module) -> ArchitectureSpec:
         )
     layer = base.get_submodule(layers_path)[0]
     where = f"{config.model_type} layer 0 ({type(layer).__name__})"
-    linears = _linears(layer)
-    paths = list(linears)
-    q, k, v = (_pick(paths, PROJECTION_NAMES[kind], f"{kind} projection", where) for kind in ("q", "k", "v"))
-    q_width = linears[q].out_features
-    if q_width % heads:
-        raise UnsupportedModelError(f"{where}: query projection {q} is {q_width} wide, not a multiple of {heads} heads")
-    head_dim = q_width // heads
-    kv_heads, kv_rest = divmod(linears[k].out_features, head_dim)
-    if kv_rest or not kv_heads or heads % kv_heads or linears[v].out_features != linears[k].out_features:
-        raise UnsupportedModelError(f"{where}: key/value projections {k}, {v} do not hold whole heads of {head_dim}")
-    block = q.split(".")[0]
-    o_candidates = [
-        path
-        for path in paths
-        if path not in (q, k, v) and path.split(".")[0] == block and linears[path].in_features == q_width
-    ]
+    sizes = _projections(layer)
+    paths = list(sizes)
+    found = _attention(config, sizes, heads, hidden, where)
+    head_dim, kv_heads = found["head_dim"], found["kv_heads"]
+    q_width = heads * head_dim
+    inputs = tuple(p for p in (found["q"], found["k"], found["v"], found["qkv"]) if p)
+    block = inputs[0].split(".")[0]
+    o_candidates = [p for p in paths if p not in inputs and p.split(".")[0] == block and sizes[p][0] == q_width]
     o = _pick(o_candidates, ("o_proj", "out_proj", "out_lin", "o", "dense", "wo", "c_proj"), "output projection", where)
     rest = [path for path in paths if path.split(".")[0] != block]
-    down_candidates = [p for p in rest if linears[p].out_features == hidden and linears[p].in_features != hidden]
+    down_candidates = [p for p in rest if sizes[p][1] == hidden and sizes[p][0] != hidden]
     ffn_out = _pick(
-        down_candidates, ("down_proj", "fc2", "dense", "lin2", "w2", "wo", "c_proj"), "FFN down projection", where
+        down_candidates,
+        ("down_proj", "fc2", "dense", "lin2", "w2", "wo", "c_proj", "dense_4h_to_h", "fc_out"),
+        "FFN down projection",
+        where,
     )
-    width = linears[ffn_out].in_features
-    ffn_in = tuple(p for p in rest if linears[p].in_features == hidden and linears[p].out_features == width)
+    width = sizes[ffn_out][0]
+    ffn_in = tuple(
+        p if sizes[p][1] == width else Fused(p, 2)
+        for p in rest
+        if sizes[p][0] == hidden and sizes[p][1] in (width, 2 * width)
+    )
     if not ffn_in:
         raise UnsupportedModelError(f"{where}: no FFN input projection maps {hidden} to {width} like {ffn_out}'s input")
-    attention_module = _parent(q)
+    attention_module = _parent(inputs[0])
     attention = layer.get_submodule(attention_module)
     per_head_rows = tuple(
         path
         for path in paths
-        if path.startswith(attention_module + ".")
-        and path not in (q, k, v, o)
-        and linears[path].in_features == hidden
-        and linears[path].out_features == q_width
+        if found["q"]
+        and path.startswith(attention_module + ".")
+        and path not in (*inputs, o)
+        and sizes[path] == (hidden, q_width)
     )
     width_norms, refusal = _width_norms(
-        attention, (q, k, v, o, *per_head_rows), attention_module, {"q": q_width, "k": kv_heads * head_dim}, head_dim
+        attention, (*inputs, o, *per_head_rows), attention_module, {"q": q_width, "k": kv_heads * head_dim}, head_dim
     )
-    kv_field = "num_key_value_heads" if _config_int(config, "num_key_value_heads") else None
-    return ArchitectureSpec(
+    grouped_query = kv_heads != heads and _config_int(config, "num_key_value_heads") == kv_heads
+    kv_field = "num_key_value_heads" if grouped_query else None
+    spec = ArchitectureSpec(
         name=config.model_type,
         model_types=(config.model_type,),
         layers=layers_path,
         attention_module=attention_module,
-        q=q,
-        k=k,
-        v=v,
+        q=found["q"],
+        k=found["k"],
+        v=found["v"],
+        qkv=found["qkv"],
         o=o,
         ffn_in=ffn_in,
         ffn_out=ffn_out,
@@ -241,3 +282,6 @@ def infer_spec(model: nn.Module) -> ArchitectureSpec:
         head_pruning_refusal=refusal,
         inferred=True,
     )
+    if not found["qkv"] or kv_heads != heads:
+        return [spec]
+    return [spec, dataclasses.replace(spec, qkv_layout="interleaved")]
