@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .cli import CLIError
+from .synthetic_qa import LAYOUTS
 
 if TYPE_CHECKING:
     from .slim import SlimReport
@@ -525,7 +526,7 @@ def add_demo_parser(commands) -> argparse.ArgumentParser:
     demo.add_argument("--max_people", type=int, default=3, help="... and at most this many")
     demo.add_argument(
         "--layout",
-        choices=("fact", "person", "kind"),
+        choices=LAYOUTS,
         default="fact",
         help="synthetic set: one sentence per fact, per person, or one kind of fact per paragraph",
     )

@@ -89,7 +89,24 @@ _QUESTIONS = {
 
 QUESTION_KINDS: tuple[str, ...] = tuple(_QUESTIONS)
 FACT_QUESTIONS: tuple[str, ...] = ("city", "year", "job")
-LAYOUTS: tuple[str, ...] = ("fact", "person", "kind")
+LAYOUTS: tuple[str, ...] = ("fact", "person", "kind", "relations")
+
+# layout="relations": (kind of answer, relation) -> the sentence stating it and the questions asking it. Each
+# kind has two or three relations, so every question has a same-kind distractor that only the relation words
+# (next to the answer) tell apart. The answer always comes right after the relation words.
+_RELATIONS: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {
+    ("city", "born"): ("{name} was born in {city}.", ("Where was {name} born?", "In which city was {name} born?")),
+    ("city", "live"): ("{name} lives in {city}.", ("Where does {name} live?", "In which city does {name} live?")),
+    ("city", "study"): (
+        "{name} studied in {city}.",
+        ("Where did {name} study?", "In which city did {name} study?"),
+    ),
+    ("year", "born"): ("{name} was born in {year}.", ("When was {name} born?", "In what year was {name} born?")),
+    ("year", "move"): ("{name} moved in {year}.", ("When did {name} move?", "In what year did {name} move?")),
+    ("year", "marry"): ("{name} married in {year}.", ("When did {name} marry?", "In what year did {name} marry?")),
+    ("job", "work"): ("{name} works as {a} {job}.", ("What is the job of {name}?", "What does {name} work as?")),
+    ("job", "train"): ("{name} trained as {a} {job}.", ("What did {name} train as?", "What was {name} trained as?")),
+}
 
 
 def _indefinite_article(word: str) -> str:
@@ -98,7 +115,7 @@ def _indefinite_article(word: str) -> str:
 
 def _fill(template: str, person: dict[str, str], offset: int) -> tuple[str, dict[str, int]]:
     """`template` filled with `person`'s facts, and the character offset (in the paragraph) of each slot in it."""
-    values = {**person, "a": _indefinite_article(person["job"])}
+    values = {**person, "a": _indefinite_article(person["job"]) if "job" in person else "a"}
     text, spans, position = "", {}, 0
     while position < len(template):
         start = template.find("{", position)
@@ -177,6 +194,49 @@ def _paragraph(
     return {"context": context, "qas": qas}
 
 
+def _relations_paragraph(
+    rng: random.Random, questions_per_paragraph: int, id_prefix: str, kinds: tuple[str, ...]
+) -> dict[str, Any]:
+    """layout="relations": one person, two or three facts of each kind (distinct values, random, not ordered),
+    one sentence each, shuffled; questions ask facts whose kind is in `kinds` (the "name_by" kinds are not asked:
+    with one person the answer would be the only name)."""
+    name = rng.choice(FIRST_NAMES)
+    facts: list[tuple[str, str] | None] = []
+    for kind in _FACT_TEMPLATES:
+        relations = [r for k, r in _RELATIONS if k == kind]
+        facts += [(kind, r) for r in rng.sample(relations, rng.randint(2, len(relations)))]
+    pools = {"city": CITIES, "year": [str(y) for y in range(1890, 2015)], "job": JOBS}
+    values = {kind: iter(rng.sample(pools[kind], sum(k == kind for k, _ in facts))) for kind in pools}
+    value_of = {fact: next(values[fact[0]]) for fact in facts}
+    rng.shuffle(facts)
+    if rng.random() < 0.5:
+        facts.insert(rng.randrange(len(facts) + 1), None)
+    sentences, starts, offset = [], {}, 0
+    for fact in facts:
+        if fact is None:
+            sentence = rng.choice(_FILLERS)
+        else:
+            sentence, spans = _fill(_RELATIONS[fact][0], {"name": name, fact[0]: value_of[fact]}, offset)
+            starts[fact] = spans[fact[0]]
+        sentences.append(sentence)
+        offset += len(sentence) + 1
+    context = " ".join(sentences)
+    asked = [fact for fact in facts if fact is not None and fact[0] in kinds]
+    qas = []
+    for number, fact in enumerate(rng.sample(asked, min(questions_per_paragraph, len(asked)))):
+        answer = value_of[fact]
+        question = rng.choice(_RELATIONS[fact][1]).format(name=name)
+        assert context[starts[fact] : starts[fact] + len(answer)] == answer, "answer offset out of sync"
+        qas.append(
+            {
+                "id": f"{id_prefix}-{number}",
+                "question": question,
+                "answers": [{"text": answer, "answer_start": starts[fact]}],
+            }
+        )
+    return {"context": context, "qas": qas}
+
+
 def generate_squad(
     num_paragraphs: int = 1000,
     *,
@@ -217,9 +277,12 @@ def generate_squad(
         if index % paragraphs_per_article == 0:
             title = f"{rng.choice(_ARTICLE_TOPICS)} {len(articles) + 1}"
             articles.append({"title": title, "paragraphs": []})
-        paragraph = _paragraph(
-            rng, rng.randint(low, high), questions_per_paragraph, f"s{seed}-p{index}", tuple(question_kinds), layout
-        )
+        if layout == "relations":
+            paragraph = _relations_paragraph(rng, questions_per_paragraph, f"s{seed}-p{index}", tuple(question_kinds))
+        else:
+            paragraph = _paragraph(
+                rng, rng.randint(low, high), questions_per_paragraph, f"s{seed}-p{index}", tuple(question_kinds), layout
+            )
         articles[-1]["paragraphs"].append(paragraph)
     return {"version": "1.1", "data": articles}
 
