@@ -1,21 +1,25 @@
 """A seeded, self-generated SQuAD v1.1-format question-answering set, and a WordPiece tokenizer built from it.
 
 `hf-oto demo` needs a reading-comprehension task that runs offline and that a small model trained from scratch
-learns in minutes on a CPU. Each paragraph introduces several people (by first name), each with a birthplace,
-a birth year and a job, drawn at random. Every fact is a short sentence that starts with the person's name
-("Mara was born in Lisbon."), and the facts of all people are shuffled together, so every paragraph holds
-distractors of every kind. A question asks about one fact of one person ("Where was Mara born?") or the
-reverse ("Who works as a pilot?"). To answer, a model must find a sentence about the entity named in the
-question and pick the right slot in it: no position or word gives the answer away. The answer is always the
-fourth word after the name, so a model with relative positions (the demo's rotary-position LLaMA) needs one
-"k words back" pattern; the earlier version of this set (one long sentence per person, six templates, full
-names) left a small BERT guessing which person a question was about.
+learns in minutes on a CPU. Its default is ``layout="relations"``: each paragraph is about ONE person and states
+two or three facts of each kind (cities: born in / lives in / studied in; years: born in / moved in / married
+in; jobs: works as / trained as), one sentence each ("Mara was born in Lisbon. Mara lives in Oslo. ..."), in
+shuffled order, sometimes with a filler sentence. The values are drawn at random per paragraph (distinct within
+it; years in no particular order), so the answer must be read from the context. A question asks one relation
+("Where was Mara born?", "When did Mara move?"), and every question has at least one same-kind distractor in its
+paragraph that differs only by the relation words in front of it: knowing the kind of answer asked (city /
+year / job) and guessing among those values scores about 44 EM (1/2 or 1/3 per question), and the answer's
+sentence is anywhere in the paragraph. To answer, the model matches the question's relation words to the two or
+three words right before a value: a local pattern, which the demo's small LLaMA learns in a few hundred steps.
 
-`layout` chooses how the facts are written (``"fact"``, the default, is the one above): ``"person"`` writes one
-sentence per person, name first, with the three facts in one of four orders, so each name occurs once in its
-paragraph; ``"kind"`` states one kind of fact (all birthplaces, say) for every person of a paragraph, one short
-sentence each, and asks only about that kind. Neither made the demo's small models learn faster in tuning runs
-(bench/README.md): with every layout they first learn the kind of answer and then guess among the people.
+The older layouts, kept for comparison, describe 2-5 PEOPLE per paragraph, each with a birthplace, a birth
+year and a job, so a question must be matched to a person's NAME elsewhere in the context (an induction-style
+lookup over two attention hops). The demo's small models learned which kind of answer is asked, then stayed at
+guessing among the people within 1,500 steps (bench/README.md). ``"fact"`` (the default of `generate_squad`)
+writes one sentence per fact, name first ("Mara was born in Lisbon."), the facts of all people shuffled
+together, and can also ask the reverse ("Who works as a pilot?"); ``"person"`` writes one sentence per person,
+name first, with the three facts in one of four orders, so each name occurs once in its paragraph; ``"kind"``
+states one kind of fact (all birthplaces, say) for every person of a paragraph and asks only about that kind.
 
 The output is the nested SQuAD v1.1 JSON (``{"version", "data": [{"title", "paragraphs": [{"context",
 "qas": [{"id", "question", "answers": [{"text", "answer_start"}]}]}]}]}``), so the same code reads it and
@@ -258,8 +262,9 @@ def generate_squad(
         question_kinds: which questions to ask: a fact of a person (`FACT_QUESTIONS`) and/or the person with
             a fact ("name_by_job", "name_by_city"). A left-to-right model cannot find a person from a fact
             stated after the name, so it gets `FACT_QUESTIONS` only.
-        layout: ``"fact"`` (one sentence per fact), ``"person"`` (one per person) or ``"kind"`` (one kind of
-            fact per paragraph); see the module docstring.
+        layout: ``"fact"`` (one sentence per fact), ``"person"`` (one per person), ``"kind"`` (one kind of
+            fact per paragraph) or ``"relations"`` (one person, facts told apart by their relation words; it
+            ignores `people_per_paragraph` and the "name_by" question kinds); see the module docstring.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
