@@ -2,18 +2,17 @@
 
 `hf-oto demo` needs a reading-comprehension task that runs offline and that a small model trained from scratch
 learns in minutes on a CPU. Its default is ``layout="relations"``: each paragraph is about ONE person and states
-two or three facts of each kind (cities: born / raised / educated in; years: born / married / hired in; jobs:
-employed / trained as), one sentence each ("Mara was born in Lisbon. Mara was raised in Oslo. ..."), in
-shuffled order, sometimes with a filler sentence. The values are drawn at random per paragraph (distinct within
-it; years in no particular order), so the answer must be read from the context. A question asks one relation
-("Where was Mara born?", "When was Mara hired?") and repeats its relation word, and every question has at least one same-kind distractor in its
-paragraph that differs only by the relation words in front of it: knowing the kind of answer asked (city /
-year / job) and guessing among those values scores about 43 EM (1/2 or 1/3 per question), and the answer's
-sentence is anywhere in the paragraph. To answer, the model matches the question's relation word to the word two or
-three places before a value: a local pattern over eight fixed relations, which the demo's small LLaMA learns in
-a few hundred steps. (A first version asked "Where does Mara live?" of "Mara lives in Oslo.": in tuning runs
-the model learned "born", the one relation word the question repeated, first, and at one seed still confused
-"lives" with "studied" after 1,500 steps.)
+two or three facts of each kind (cities: born in / lives in / studied in; years: born in / moved in / married in;
+jobs: works as / trained as), one sentence each ("Mara was born in Lisbon. Mara lives in Oslo. ..."), in shuffled
+order, sometimes with a filler sentence. The values are drawn at random per paragraph (distinct within it; years in
+no particular order), so the answer must be read from the context. A question asks one relation ("Where was Mara
+born?", "When did Mara move?"), and every question has at least one same-kind distractor in its paragraph that
+differs only by the relation words in front of it: knowing the kind of answer asked (city / year / job) and
+guessing among those values scores about 43 EM (1/2 or 1/3 per question), and the answer's sentence is anywhere in
+the paragraph. To answer, the model matches the question's relation words to the two or three words right before a
+value: a local pattern, which the demo's small LLaMA learns in a few hundred steps. (A variant whose questions
+repeat the context's relation word verbatim, with every sentence "NAME was VERB in/as VALUE", learned worse in
+tuning runs.)
 
 The older layouts, kept for comparison, describe 2-5 PEOPLE per paragraph, each with a birthplace, a birth
 year and a job, so a question must be matched to a person's NAME elsewhere in the context (an induction-style
@@ -99,32 +98,20 @@ FACT_QUESTIONS: tuple[str, ...] = ("city", "year", "job")
 LAYOUTS: tuple[str, ...] = ("fact", "person", "kind", "relations")
 
 # layout="relations": (kind of answer, relation) -> the sentence stating it and the questions asking it. Each
-# kind has two or three relations, so every question has a same-kind distractor that only the relation word
-# (right before "in"/"as" and the answer) tells apart; every question repeats that word verbatim.
+# kind has two or three relations, so every question has a same-kind distractor that only the relation words
+# (next to the answer) tell apart. The answer always comes right after the relation words.
 _RELATIONS: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {
     ("city", "born"): ("{name} was born in {city}.", ("Where was {name} born?", "In which city was {name} born?")),
-    ("city", "raised"): (
-        "{name} was raised in {city}.",
-        ("Where was {name} raised?", "In which city was {name} raised?"),
-    ),
-    ("city", "educated"): (
-        "{name} was educated in {city}.",
-        ("Where was {name} educated?", "In which city was {name} educated?"),
+    ("city", "live"): ("{name} lives in {city}.", ("Where does {name} live?", "In which city does {name} live?")),
+    ("city", "study"): (
+        "{name} studied in {city}.",
+        ("Where did {name} study?", "In which city did {name} study?"),
     ),
     ("year", "born"): ("{name} was born in {year}.", ("When was {name} born?", "In what year was {name} born?")),
-    ("year", "married"): (
-        "{name} was married in {year}.",
-        ("When was {name} married?", "In what year was {name} married?"),
-    ),
-    ("year", "hired"): ("{name} was hired in {year}.", ("When was {name} hired?", "In what year was {name} hired?")),
-    ("job", "employed"): (
-        "{name} is employed as {a} {job}.",
-        ("What is {name} employed as?", "As what is {name} employed?"),
-    ),
-    ("job", "trained"): (
-        "{name} was trained as {a} {job}.",
-        ("What was {name} trained as?", "As what was {name} trained?"),
-    ),
+    ("year", "move"): ("{name} moved in {year}.", ("When did {name} move?", "In what year did {name} move?")),
+    ("year", "marry"): ("{name} married in {year}.", ("When did {name} marry?", "In what year did {name} marry?")),
+    ("job", "work"): ("{name} works as {a} {job}.", ("What is the job of {name}?", "What does {name} work as?")),
+    ("job", "train"): ("{name} trained as {a} {job}.", ("What did {name} train as?", "What was {name} trained as?")),
 }
 
 
