@@ -511,7 +511,7 @@ def add_demo_parser(commands) -> argparse.ArgumentParser:
         "--model", default=None, help="a local pretrained BERT-family folder instead of BERT from scratch"
     )
     demo.add_argument("--data", default=None, help="a SQuAD v1.1 JSON file instead of the synthetic set")
-    demo.add_argument("--max_steps", type=int, default=1000, help="training steps")
+    demo.add_argument("--max_steps", type=int, default=2000, help="training steps")
     demo.add_argument("--target_sparsity", type=float, default=0.5, help="share of heads and FFN neurons to remove")
     demo.add_argument("--learning_rate", type=float, default=2e-3)
     demo.add_argument("--batch_size", type=int, default=16)
