@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .cli import CLIError
+from .synthetic_qa import LAYOUTS
 
 if TYPE_CHECKING:
     from .slim import SlimReport
@@ -181,7 +182,7 @@ def _demo_data(args: argparse.Namespace, out: str) -> DemoData:
         )
         files = [("synthetic train set", train_path), ("synthetic eval set", eval_path)]
         train, evaluation = _load_questions(train_path), _load_questions(eval_path)
-        name, evaluation_name = "synthetic QA (hf_oto.synthetic_qa)", "evaluation set"
+        name, evaluation_name = f"synthetic QA (hf_oto.synthetic_qa, layout {args.layout})", "evaluation set"
     if args.tune_holdout is not None:
         train, evaluation = split_by_article(train, eval_fraction=args.tune_holdout)
         evaluation_name = f"tuning split ({args.tune_holdout:.0%} of the training articles, held out)"
@@ -510,7 +511,7 @@ def add_demo_parser(commands) -> argparse.ArgumentParser:
         "--model", default=None, help="a local pretrained BERT-family folder instead of BERT from scratch"
     )
     demo.add_argument("--data", default=None, help="a SQuAD v1.1 JSON file instead of the synthetic set")
-    demo.add_argument("--max_steps", type=int, default=3000, help="training steps")
+    demo.add_argument("--max_steps", type=int, default=2000, help="training steps")
     demo.add_argument("--target_sparsity", type=float, default=0.5, help="share of heads and FFN neurons to remove")
     demo.add_argument("--learning_rate", type=float, default=2e-3)
     demo.add_argument("--batch_size", type=int, default=16)
@@ -520,14 +521,18 @@ def add_demo_parser(commands) -> argparse.ArgumentParser:
         "--train_paragraphs", type=int, default=1500, help="synthetic training paragraphs (4 questions each)"
     )
     demo.add_argument(
-        "--min_people", type=int, default=2, help="synthetic paragraphs describe at least this many people"
+        "--min_people",
+        type=int,
+        default=2,
+        help="synthetic paragraphs describe at least this many people (not --layout relations: one person)",
     )
     demo.add_argument("--max_people", type=int, default=3, help="... and at most this many")
     demo.add_argument(
         "--layout",
-        choices=("fact", "person", "kind"),
-        default="fact",
-        help="synthetic set: one sentence per fact, per person, or one kind of fact per paragraph",
+        choices=LAYOUTS,
+        default="relations",
+        help="synthetic set: one person whose facts differ by relation words (relations); or several people, "
+        "one sentence per fact, per person, or one kind of fact per paragraph (see hf_oto.synthetic_qa)",
     )
     demo.add_argument("--eval_paragraphs", type=int, default=100, help="synthetic evaluation paragraphs")
     demo.add_argument("--max_eval_questions", type=int, default=None, help="score on at most this many questions")

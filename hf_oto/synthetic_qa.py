@@ -1,21 +1,27 @@
 """A seeded, self-generated SQuAD v1.1-format question-answering set, and a WordPiece tokenizer built from it.
 
 `hf-oto demo` needs a reading-comprehension task that runs offline and that a small model trained from scratch
-learns in minutes on a CPU. Each paragraph introduces several people (by first name), each with a birthplace,
-a birth year and a job, drawn at random. Every fact is a short sentence that starts with the person's name
-("Mara was born in Lisbon."), and the facts of all people are shuffled together, so every paragraph holds
-distractors of every kind. A question asks about one fact of one person ("Where was Mara born?") or the
-reverse ("Who works as a pilot?"). To answer, a model must find a sentence about the entity named in the
-question and pick the right slot in it: no position or word gives the answer away. The answer is always the
-fourth word after the name, so a model with relative positions (the demo's rotary-position LLaMA) needs one
-"k words back" pattern; the earlier version of this set (one long sentence per person, six templates, full
-names) left a small BERT guessing which person a question was about.
+learns in minutes on a CPU. Its default is ``layout="relations"``: each paragraph is about ONE person and states
+two or three facts of each kind (cities: born in / lives in / studied in; years: born in / moved in / married in;
+jobs: works as / trained as), one sentence each ("Mara was born in Lisbon. Mara lives in Oslo. ..."), in shuffled
+order, sometimes with a filler sentence. The values are drawn at random per paragraph (distinct within it; years in
+no particular order), so the answer must be read from the context. A question asks one relation ("Where was Mara
+born?", "When did Mara move?"), and every question has at least one same-kind distractor in its paragraph that
+differs only by the relation words in front of it: knowing the kind of answer asked (city / year / job) and
+guessing among those values scores about 43 EM (1/2 or 1/3 per question), and the answer's sentence is anywhere in
+the paragraph. To answer, the model matches the question's relation words to the two or three words right before a
+value: a local pattern, which the demo's small LLaMA learns in a few hundred steps. (A variant whose questions
+repeat the context's relation word verbatim, with every sentence "NAME was VERB in/as VALUE", learned worse in
+tuning runs.)
 
-`layout` chooses how the facts are written (``"fact"``, the default, is the one above): ``"person"`` writes one
-sentence per person, name first, with the three facts in one of four orders, so each name occurs once in its
-paragraph; ``"kind"`` states one kind of fact (all birthplaces, say) for every person of a paragraph, one short
-sentence each, and asks only about that kind. Neither made the demo's small models learn faster in tuning runs
-(bench/README.md): with every layout they first learn the kind of answer and then guess among the people.
+The older layouts, kept for comparison, describe 2-5 PEOPLE per paragraph, each with a birthplace, a birth
+year and a job, so a question must be matched to a person's NAME elsewhere in the context (an induction-style
+lookup over two attention hops). The demo's small models learned which kind of answer is asked, then stayed at
+guessing among the people within 1,500 steps (bench/README.md). ``"fact"`` (the default of `generate_squad`)
+writes one sentence per fact, name first ("Mara was born in Lisbon."), the facts of all people shuffled
+together, and can also ask the reverse ("Who works as a pilot?"); ``"person"`` writes one sentence per person,
+name first, with the three facts in one of four orders, so each name occurs once in its paragraph; ``"kind"``
+states one kind of fact (all birthplaces, say) for every person of a paragraph and asks only about that kind.
 
 The output is the nested SQuAD v1.1 JSON (``{"version", "data": [{"title", "paragraphs": [{"context",
 "qas": [{"id", "question", "answers": [{"text", "answer_start"}]}]}]}]}``), so the same code reads it and
@@ -89,7 +95,24 @@ _QUESTIONS = {
 
 QUESTION_KINDS: tuple[str, ...] = tuple(_QUESTIONS)
 FACT_QUESTIONS: tuple[str, ...] = ("city", "year", "job")
-LAYOUTS: tuple[str, ...] = ("fact", "person", "kind")
+LAYOUTS: tuple[str, ...] = ("fact", "person", "kind", "relations")
+
+# layout="relations": (kind of answer, relation) -> the sentence stating it and the questions asking it. Each
+# kind has two or three relations, so every question has a same-kind distractor that only the relation words
+# (next to the answer) tell apart. The answer always comes right after the relation words.
+_RELATIONS: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {
+    ("city", "born"): ("{name} was born in {city}.", ("Where was {name} born?", "In which city was {name} born?")),
+    ("city", "live"): ("{name} lives in {city}.", ("Where does {name} live?", "In which city does {name} live?")),
+    ("city", "study"): (
+        "{name} studied in {city}.",
+        ("Where did {name} study?", "In which city did {name} study?"),
+    ),
+    ("year", "born"): ("{name} was born in {year}.", ("When was {name} born?", "In what year was {name} born?")),
+    ("year", "move"): ("{name} moved in {year}.", ("When did {name} move?", "In what year did {name} move?")),
+    ("year", "marry"): ("{name} married in {year}.", ("When did {name} marry?", "In what year did {name} marry?")),
+    ("job", "work"): ("{name} works as {a} {job}.", ("What is the job of {name}?", "What does {name} work as?")),
+    ("job", "train"): ("{name} trained as {a} {job}.", ("What did {name} train as?", "What was {name} trained as?")),
+}
 
 
 def _indefinite_article(word: str) -> str:
@@ -98,7 +121,7 @@ def _indefinite_article(word: str) -> str:
 
 def _fill(template: str, person: dict[str, str], offset: int) -> tuple[str, dict[str, int]]:
     """`template` filled with `person`'s facts, and the character offset (in the paragraph) of each slot in it."""
-    values = {**person, "a": _indefinite_article(person["job"])}
+    values = {**person, "a": _indefinite_article(person["job"]) if "job" in person else "a"}
     text, spans, position = "", {}, 0
     while position < len(template):
         start = template.find("{", position)
@@ -177,6 +200,49 @@ def _paragraph(
     return {"context": context, "qas": qas}
 
 
+def _relations_paragraph(
+    rng: random.Random, questions_per_paragraph: int, id_prefix: str, kinds: tuple[str, ...]
+) -> dict[str, Any]:
+    """layout="relations": one person, two or three facts of each kind (distinct values, random, not ordered),
+    one sentence each, shuffled; questions ask facts whose kind is in `kinds` (the "name_by" kinds are not asked:
+    with one person the answer would be the only name)."""
+    name = rng.choice(FIRST_NAMES)
+    facts: list[tuple[str, str] | None] = []
+    for kind in _FACT_TEMPLATES:
+        relations = [r for k, r in _RELATIONS if k == kind]
+        facts += [(kind, r) for r in rng.sample(relations, rng.randint(2, len(relations)))]
+    pools = {"city": CITIES, "year": [str(y) for y in range(1890, 2015)], "job": JOBS}
+    values = {kind: iter(rng.sample(pools[kind], sum(k == kind for k, _ in facts))) for kind in pools}
+    value_of = {fact: next(values[fact[0]]) for fact in facts}
+    rng.shuffle(facts)
+    if rng.random() < 0.5:
+        facts.insert(rng.randrange(len(facts) + 1), None)
+    sentences, starts, offset = [], {}, 0
+    for fact in facts:
+        if fact is None:
+            sentence = rng.choice(_FILLERS)
+        else:
+            sentence, spans = _fill(_RELATIONS[fact][0], {"name": name, fact[0]: value_of[fact]}, offset)
+            starts[fact] = spans[fact[0]]
+        sentences.append(sentence)
+        offset += len(sentence) + 1
+    context = " ".join(sentences)
+    asked = [fact for fact in facts if fact is not None and fact[0] in kinds]
+    qas = []
+    for number, fact in enumerate(rng.sample(asked, min(questions_per_paragraph, len(asked)))):
+        answer = value_of[fact]
+        question = rng.choice(_RELATIONS[fact][1]).format(name=name)
+        assert context[starts[fact] : starts[fact] + len(answer)] == answer, "answer offset out of sync"
+        qas.append(
+            {
+                "id": f"{id_prefix}-{number}",
+                "question": question,
+                "answers": [{"text": answer, "answer_start": starts[fact]}],
+            }
+        )
+    return {"context": context, "qas": qas}
+
+
 def generate_squad(
     num_paragraphs: int = 1000,
     *,
@@ -198,8 +264,9 @@ def generate_squad(
         question_kinds: which questions to ask: a fact of a person (`FACT_QUESTIONS`) and/or the person with
             a fact ("name_by_job", "name_by_city"). A left-to-right model cannot find a person from a fact
             stated after the name, so it gets `FACT_QUESTIONS` only.
-        layout: ``"fact"`` (one sentence per fact), ``"person"`` (one per person) or ``"kind"`` (one kind of
-            fact per paragraph); see the module docstring.
+        layout: ``"fact"`` (one sentence per fact), ``"person"`` (one per person), ``"kind"`` (one kind of
+            fact per paragraph) or ``"relations"`` (one person, facts told apart by their relation words; it
+            ignores `people_per_paragraph` and the "name_by" question kinds); see the module docstring.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
@@ -217,9 +284,12 @@ def generate_squad(
         if index % paragraphs_per_article == 0:
             title = f"{rng.choice(_ARTICLE_TOPICS)} {len(articles) + 1}"
             articles.append({"title": title, "paragraphs": []})
-        paragraph = _paragraph(
-            rng, rng.randint(low, high), questions_per_paragraph, f"s{seed}-p{index}", tuple(question_kinds), layout
-        )
+        if layout == "relations":
+            paragraph = _relations_paragraph(rng, questions_per_paragraph, f"s{seed}-p{index}", tuple(question_kinds))
+        else:
+            paragraph = _paragraph(
+                rng, rng.randint(low, high), questions_per_paragraph, f"s{seed}-p{index}", tuple(question_kinds), layout
+            )
         articles[-1]["paragraphs"].append(paragraph)
     return {"version": "1.1", "data": articles}
 

@@ -148,3 +148,53 @@ def test_tokenizer_is_bert_style_and_answers_questions(tmp_path):
     result = answer_question(model, reloaded, "Where was Ada Moreau born?", context, max_seq_length=24, doc_stride=8)
     assert result["answer"] and context[result["start"] : result["end"]] == result["answer"]
     assert 0.0 < result["score"] <= 1.0
+
+
+_YEAR = re.compile(r"\b(?:18|19|20)\d\d\b")
+_VERB = {"born": "born", "live": "lives", "study": "studied", "move": "moved", "marry": "married"}
+_VERB.update({"job": "works", "work": "works", "train": "trained", "trained": "trained"})
+
+
+def _same_kind(context, answer):
+    """Every value in `context` of the same kind as `answer` (city, year or job), with its character offset."""
+    if answer.isdigit():
+        return [(m.start(), m.group()) for m in _YEAR.finditer(context)]
+    pool = CITIES if answer in CITIES else JOBS
+    return [(m.start(), m.group()) for m in re.finditer(r"\b\w+\b", context) if m.group() in pool]
+
+
+def test_relations_layout_needs_the_relation_words():
+    """layout="relations": one person per paragraph; every question has a same-kind distractor in its context that
+    only the relation words before it tell apart, and neither the sentence's place nor the order of same-kind
+    values gives the answer away."""
+    squad = generate_squad(200, seed=6, question_kinds=FACT_QUESTIONS, layout="relations")
+    assert json.dumps(squad) == json.dumps(
+        generate_squad(200, seed=6, question_kinds=FACT_QUESTIONS, layout="relations")
+    )
+    assert json.dumps(squad) != json.dumps(
+        generate_squad(200, seed=7, question_kinds=FACT_QUESTIONS, layout="relations")
+    )
+    sentence_index, relations, first_of_kind, total = collections.Counter(), collections.Counter(), 0, 0
+    for context, qa in _questions(squad):
+        answer = qa["answers"][0]
+        start, text = answer["answer_start"], answer["text"]
+        assert context[start : start + len(text)] == text
+        names = {word for word in re.findall(r"[A-Z][a-z]+", context) if word in FIRST_NAMES}
+        assert len(names) == 1 and names.pop() in qa["question"]
+        values = _same_kind(context, text)
+        assert (start, text) in values and len(values) >= 2 and len({v for _, v in values}) == len(values)
+        # the relation words of the answer's sentence are the ones the question asks for, and every same-kind
+        # distractor has other relation words
+        sentence_of = {
+            s: [w for w in context[:s].split(". ")[-1].split() if w not in ("a", "an")][-2] for s, _ in values
+        }
+        verb = next(_VERB[w] for w in re.findall(r"\w+", qa["question"]) if w in _VERB)
+        assert sentence_of[start] == verb, (qa["question"], context)
+        assert all(sentence_of[s] != verb for s, _ in values if s != start)
+        relations[(text.isdigit(), text in CITIES, verb)] += 1
+        sentence_index[context[:start].count(". ")] += 1
+        first_of_kind += values[0][0] == start
+        total += 1
+    assert len(sentence_index) >= 7 and max(sentence_index.values()) / total < 0.25  # the answer's place varies
+    assert 0.3 < first_of_kind / total < 0.6  # "the first city" is no rule
+    assert len(relations) == 8 and max(relations.values()) / total < 0.2  # all eight relations are asked
