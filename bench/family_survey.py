@@ -1,4 +1,4 @@
-"""How far spec inference carries: try every text model type of the installed transformers, tiny and random.
+"""How far spec inference carries: try every causal-LM and masked-LM model type of the installed transformers.
 
 For each `model_type` with a causal-LM (else a base-model) class, build a tiny random model from its config
 class (hidden 32, 3 layers, 4 heads of 8, 2 key/value heads, FFN 48, vocabulary 128), then ask hf_oto for its
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import signal
 import warnings
 
@@ -45,6 +46,8 @@ TINY = dict(
     eos_token_id=2,
 )
 SECONDS_PER_TYPE = 180
+MEMORY_LIMIT_BYTES = 8 << 30
+"""Address space of the survey process: one model type once built a 21 GB model from the tiny sizes."""
 
 
 def _tiny_model(model_type: str):
@@ -97,13 +100,18 @@ def _timeout(signum, frame):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--types", nargs="*", default=None, help="model types (default: every one)")
+    parser.add_argument(
+        "--types", nargs="*", default=None, help="model types (default: every causal-LM / masked-LM type)"
+    )
     parser.add_argument("--json", default=None, help="write {model_type: [verdict, detail]} here")
     args = parser.parse_args()
+    # a type whose tiny config still builds a huge model must fail here, not take the machine's memory
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT_BYTES, MEMORY_LIMIT_BYTES))
     warnings.filterwarnings("ignore")
     transformers.logging.set_verbosity_error()
     torch.set_num_threads(1)
-    types = args.types or sorted(t for t in configuration_auto.CONFIG_MAPPING_NAMES if not t.startswith("oto_"))
+    text_types = {*modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, *modeling_auto.MODEL_FOR_MASKED_LM_MAPPING_NAMES}
+    types = args.types or sorted(t for t in text_types if t in configuration_auto.CONFIG_MAPPING_NAMES)
     results: dict[str, tuple[str, str]] = {}
     signal.signal(signal.SIGALRM, _timeout)
     for model_type in types:
@@ -111,8 +119,9 @@ def main() -> None:
             signal.alarm(SECONDS_PER_TYPE)
             results[model_type] = survey_one(model_type)
             signal.alarm(0)
-        except TimeoutError as error:
-            results[model_type] = ("not built", str(error))
+        except (TimeoutError, MemoryError) as error:
+            signal.alarm(0)
+            results[model_type] = ("not built", f"{type(error).__name__}: {error}")
         print(f"{model_type:28} {results[model_type][0]:10} {results[model_type][1]}", flush=True)
     counts: dict[str, list[str]] = {}
     for model_type, (verdict, _) in results.items():
