@@ -29,20 +29,27 @@ def _model_class(config: Any, task: str | None) -> type:
     return transformers.AutoModel._model_mapping[type(config)]
 
 
-def check_model(model: str, task: str | None = None) -> tuple[bool, str]:
-    """(whether every structure can be pruned, the report) for a model folder or Hub id."""
+def meta_model(model: str, task: str | None = None) -> Any:
+    """The model of a folder or Hub id built from its config alone on the meta device (no weights, no memory):
+    enough to find and verify its groups. `task`: as for `_model_class`."""
     import torch
     import transformers
 
+    config = transformers.AutoConfig.from_pretrained(model)
+    model_class = _model_class(config, task)
+    with torch.device("meta"):
+        return model_class(config)
+
+
+def check_model(model: str, task: str | None = None) -> tuple[bool, str]:
+    """(whether every structure can be pruned, the report) for a model folder or Hub id."""
     from .accounting import model_shape
     from .architectures import get_spec
     from .errors import UnsupportedModelError
     from .groups import FFN, STRUCTURES
 
-    config = transformers.AutoConfig.from_pretrained(model)
-    model_class = _model_class(config, task)
-    with torch.device("meta"):
-        meta = model_class(config)
+    meta = meta_model(model, task)
+    config, model_class = meta.config, type(meta)
     header = f"{model}: {model_class.__name__} (model_type {config.model_type})"
     try:
         spec = get_spec(meta)

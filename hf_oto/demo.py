@@ -29,8 +29,9 @@ if TYPE_CHECKING:
 def _check_model_folder(path: str, max_seq_length: int | None = None) -> None:
     """One-line errors, before any work, for a --model that is missing, not a model folder, of an unsupported
     family, without a tokenizer, or with fewer positions than --max_seq_length."""
-    from .architectures import get_spec
+    from .check import meta_model
     from .errors import UnsupportedModelError
+    from .groups import build_groups
     from .hub import TOKENIZER_FILES, has_tokenizer
 
     if not os.path.isdir(path):
@@ -47,13 +48,10 @@ def _check_model_folder(path: str, max_seq_length: int | None = None) -> None:
     if model_type.startswith("oto_"):
         raise CLIError(f"--model {path} is already an hf_oto slim model; start from a dense pretrained model")
 
-    class _Config:
-        pass
-
-    probe = _Config()
-    probe.model_type = model_type
-    try:
-        get_spec(probe)
+    try:  # the groups of its QA model, found (and for an inferred spec verified) from the config alone
+        build_groups(meta_model(path, "AutoModelForQuestionAnswering"))
+    except KeyError:
+        raise CLIError(f"--model {path}: transformers has no question-answering head for {model_type!r}") from None
     except UnsupportedModelError as error:
         raise CLIError(f"--model {path}: {error}") from None
     if not has_tokenizer(path):

@@ -106,8 +106,10 @@ def test_inspect_bad_input_is_one_line(tmp_path, capsys, make, message):
 
 
 def test_demo_bad_input_is_one_line(tmp_path, capsys):
-    opt = tmp_path / "opt"  # a family hf_oto does not support
+    opt = tmp_path / "opt"  # an inferred family passes the groups check, then lacks a tokenizer
     transformers.OPTConfig(num_hidden_layers=1, hidden_size=8, num_attention_heads=2).save_pretrained(opt)
+    moe = tmp_path / "mixtral"  # a family hf_oto refuses (mixture of experts)
+    transformers.MixtralConfig(num_hidden_layers=1, hidden_size=8, num_attention_heads=2).save_pretrained(moe)
     not_json = tmp_path / "data.json"
     not_json.write_text("this is not json")
     not_squad = tmp_path / "other.json"
@@ -115,7 +117,8 @@ def test_demo_bad_input_is_one_line(tmp_path, capsys):
     cases = [
         (["--model", str(tmp_path / "nope")], "no such folder"),
         (["--model", str(tmp_path)], "no config.json"),
-        (["--model", str(opt)], "model_type 'opt' has no hand-written spec"),
+        (["--model", str(moe)], "mixtral is a mixture-of-experts (MoE) model"),
+        (["--model", str(opt)], "no tokenizer"),
         (["--data", str(tmp_path / "missing.json")], "no such file"),
         (["--data", str(not_json)], "could not read"),
         (["--data", str(not_squad)], "not SQuAD"),
