@@ -58,9 +58,19 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, steps: int, batch: 
     parser.add_argument(
         "--teacher_dir", default=None, help="with --distill: the dense model an earlier run saved (<output_dir>/dense)"
     )
+    parser.add_argument(
+        "--tune_holdout",
+        type=float,
+        default=None,
+        metavar="FRACTION",
+        help="for choosing settings: train on the training file less a held-out FRACTION of it and score on that "
+        "FRACTION (the validation file is not read), so that tuning never sees the validation set",
+    )
 
 
 def check_paths(args: argparse.Namespace, data_paths: list[str]) -> None:
+    if args.tune_holdout is not None and not 0.0 < args.tune_holdout < 1.0:
+        raise SystemExit(f"--tune_holdout must be in (0, 1), got {args.tune_holdout}")
     missing = [p for p in data_paths if not os.path.exists(p)]
     if missing:
         raise SystemExit(f"data not found: {', '.join(missing)}; pass the path of ../shared/data (see its README).")

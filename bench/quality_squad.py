@@ -32,14 +32,6 @@ def main() -> None:
     parser.add_argument("--max_seq_length", type=int, default=384)
     parser.add_argument("--doc_stride", type=int, default=128)
     parser.add_argument("--max_eval_samples", type=int, default=None)
-    parser.add_argument(
-        "--tune_holdout",
-        type=float,
-        default=None,
-        metavar="FRACTION",
-        help="for choosing settings: train on train.json less its last FRACTION of articles and score on those "
-        "(validation.json is not read), so that tuning never sees the validation set",
-    )
     add_common_arguments(parser, steps=1000, batch=32, lr=1e-4)
     args = parser.parse_args()
     train_path, dev_path = (os.path.join(args.data_dir, f) for f in ("train.json", "validation.json"))
