@@ -30,21 +30,16 @@ def _check_model_folder(path: str, max_seq_length: int | None = None) -> None:
     """One-line errors, before any work, for a --model that is missing, not a model folder, of an unsupported
     family, without a tokenizer, or with fewer positions than --max_seq_length."""
     from .check import meta_model
-    from .errors import UnsupportedModelError
+    from .errors import OTOLoadError, UnsupportedModelError
     from .groups import build_groups
     from .hub import TOKENIZER_FILES, has_tokenizer
+    from .slim_folder import read_config_json
 
-    if not os.path.isdir(path):
-        raise CLIError(f"--model {path}: no such folder (pass a local pretrained model folder)")
-    config_path = os.path.join(path, "config.json")
-    if not os.path.isfile(config_path):
-        raise CLIError(f"--model {path}: no config.json; it is not a saved model folder")
     try:
-        with open(config_path) as handle:
-            config = json.load(handle)
-    except (OSError, json.JSONDecodeError) as error:
-        raise CLIError(f"--model {path}: config.json is not readable JSON ({error})") from None
-    model_type = str(config.get("model_type", "")) if isinstance(config, dict) else ""
+        config = read_config_json(path)
+    except OTOLoadError as error:
+        raise CLIError(f"--model: {error} (pass a local pretrained model folder)") from None
+    model_type = str(config.get("model_type", ""))
     if model_type.startswith("oto_"):
         raise CLIError(f"--model {path} is already an hf_oto slim model; start from a dense pretrained model")
 

@@ -10,9 +10,9 @@ from .configuration_oto import oto_fields_problem
 from .errors import OTOLoadError
 
 
-def read_slim_config(folder: str | os.PathLike) -> dict[str, Any]:
-    """The ``config.json`` of a saved hf_oto slim model, or `OTOLoadError` saying in one line why `folder` is not
-    one (missing, not a folder, no or unreadable config.json, a stock model)."""
+def read_config_json(folder: str | os.PathLike) -> dict[str, Any]:
+    """The ``config.json`` of a saved model folder (any model), or `OTOLoadError` saying in one line why `folder`
+    is not one (missing, not a folder, no or unreadable config.json, not a JSON object)."""
     folder = os.fspath(folder)
     if not os.path.exists(folder):
         raise OTOLoadError(f"{folder} does not exist")
@@ -30,6 +30,15 @@ def read_slim_config(folder: str | os.PathLike) -> dict[str, Any]:
         ) from None
     if not isinstance(config, dict):
         raise OTOLoadError(f"{path} is not a model config (expected a JSON object)")
+    return config
+
+
+def read_slim_config(folder: str | os.PathLike) -> dict[str, Any]:
+    """The ``config.json`` of a saved hf_oto slim model, or `OTOLoadError` saying in one line why `folder` is not
+    one (`read_config_json`'s reasons, a stock model, missing or inconsistent hf_oto fields)."""
+    folder = os.fspath(folder)
+    config = read_config_json(folder)
+    path = os.path.join(folder, "config.json")
     model_type = str(config.get("model_type", ""))
     if not model_type.startswith("oto_"):
         raise OTOLoadError(

@@ -115,7 +115,7 @@ def test_demo_bad_input_is_one_line(tmp_path, capsys):
     not_squad = tmp_path / "other.json"
     not_squad.write_text(json.dumps({"data": [{"sentence": "x", "label": 1}]}))
     cases = [
-        (["--model", str(tmp_path / "nope")], "no such folder"),
+        (["--model", str(tmp_path / "nope")], "does not exist"),
         (["--model", str(tmp_path)], "no config.json"),
         (["--model", str(moe)], "mixtral is a mixture-of-experts (MoE) model"),
         (["--model", str(opt)], "no tokenizer"),
