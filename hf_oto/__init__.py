@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from .accounting import SlimReport, model_shape
 from .architectures import SUPPORTED_MODEL_TYPES, ArchitectureSpec, get_spec
 from .errors import OTOLoadError, UnsupportedModelError, ZeroInvarianceError
+from .gather import gather_full_model
 from .groups import Group, GroupBlock, GroupSet, ParamSlice, build_groups
 from .hub import load_slim, register_auto_classes
 from .import_hooks import call_after_import
@@ -67,6 +68,7 @@ __all__ = [
     "UnsupportedModelError",
     "ZeroInvarianceError",
     "build_groups",
+    "gather_full_model",
     "get_spec",
     "load_slim",
     "model_shape",

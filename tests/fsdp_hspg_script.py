@@ -2,7 +2,7 @@
 
 Each rank trains on its half of every batch; FSDP2 averages the gradients, so the run must match one unsharded
 process on the whole batch (`reference_run`). Rank 0 writes the gathered weights, the zero mask, and the HSPG
-state after a checkpoint/resume round trip.
+state after a checkpoint/resume round trip, and the slim model of the gathered copy (`gather_full_model`).
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def sharded_model(family: str):
 
 
 def main(family: str, out_dir: str) -> None:
-    from hf_oto import build_groups
+    from hf_oto import build_groups, gather_full_model, slim_model
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo")
@@ -112,7 +112,10 @@ def main(family: str, out_dir: str) -> None:
         uninterrupted = {k: v.full_tensor() for k, v in model.state_dict().items()}
         local_state = optimizer.state_bytes()
         report = resumed_optimizer.sparsity_report()
+        gathered = gather_full_model(resumed)  # every rank takes part; rank 0 gets the copy
         if rank == 0:
+            slim, _ = slim_model(gathered, build_groups(gathered))  # checks slim == gathered
+            slim.save_pretrained(os.path.join(out_dir, f"{family}-slim"))
             torch.save(
                 {
                     "weights": full,
@@ -123,6 +126,8 @@ def main(family: str, out_dir: str) -> None:
                     "state_bytes": local_state,
                     "report_zero_groups": report["zero_groups"],
                     "report_exactly_zero": report["exactly_zero_groups"],
+                    "gathered": {k: v.detach().clone() for k, v in gathered.state_dict().items()},
+                    "gathered_class": type(gathered).__name__,
                 },
                 os.path.join(out_dir, f"{family}.pt"),
             )

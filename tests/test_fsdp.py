@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import torch
-from fsdp_hspg_script import STEPS, reference_run
+from fsdp_hspg_script import FAMILIES, STEPS, batches, make_model, reference_run
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -33,3 +33,27 @@ def test_sharded_hspg_equals_one_unsharded_process(family, tmp_path, one_thread)
         # resuming from the per-rank sharded state changes nothing
         assert torch.equal(sharded["weights"][name], sharded["uninterrupted"][name]), name
     assert STEPS == 40
+
+    # the slim save's building block: rank 0's gathered copy holds exactly the trained weights, and the slim model
+    # of that copy (saved, reloaded here in another process) computes what one unsharded process trained
+    assert sharded["gathered_class"] == FAMILIES[family]
+    assert sharded["gathered"].keys() == sharded["weights"].keys()
+    for name, tensor in sharded["gathered"].items():
+        assert torch.equal(tensor, sharded["weights"][name]), name
+    from hf_oto import load_slim
+
+    slim = load_slim(tmp_path / f"{family}-slim").eval()
+    reference = make_model(family).eval()
+    reference.load_state_dict(weights)
+    ids = batches(family)[0][:4]
+    with torch.no_grad():
+        torch.testing.assert_close(slim(input_ids=ids).logits, reference(input_ids=ids).logits, rtol=1e-4, atol=1e-4)
+    kept = slim.config.oto_num_attention_heads if family == "bert" else slim.config.oto_num_key_value_heads
+    assert sum(kept) + sum(slim.config.oto_intermediate_sizes) == len(mask) - sharded["target"]
+
+
+def test_gather_full_model_refuses_a_model_that_is_not_sharded():
+    from hf_oto import gather_full_model
+
+    with pytest.raises(ValueError, match="expects a model sharded with fully_shard"):
+        gather_full_model(make_model("bert"))

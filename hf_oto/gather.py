@@ -1,0 +1,59 @@
+"""A full, unsharded copy of an FSDP2-sharded model on the main process, so that it can be slimmed and saved.
+
+Under torch's `fully_shard` every rank holds a dim-0 block of each parameter, but slimming needs whole weights.
+`gather_full_model` gathers the full state dict onto rank 0's CPU (a collective: every rank must call it) and
+loads it into a fresh instance of the model's own class, built from its config. The fresh instance is built
+normally, not on the meta device, so that non-persistent buffers (rotary frequencies, position ids) are
+computed as in any load. ``load_state_dict(strict=True)`` then overwrites every saved tensor: a missing or
+unexpected key is an error, never a silently initialized weight. Tied weights stay tied.
+
+This is the building block of a slim save after sharded training; OTOTrainer does not run under FSDP yet
+(see `hf_oto.trainer.SHARDED_TRAINER_MESSAGE`).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch.distributed as dist
+from torch import nn
+
+
+def is_fsdp2_sharded(model: nn.Module) -> bool:
+    """Whether any parameter of `model` is a DTensor, as under `fully_shard`."""
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(param, DTensor) for param in model.parameters())
+
+
+def unsharded_class(model: nn.Module) -> type[nn.Module]:
+    """The model's own class: `fully_shard` swaps it for a subclass ``FSDP<name>(FSDPModule, <class>)``."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return next(cls for cls in type(model).__mro__ if not issubclass(cls, FSDPModule))
+
+
+def gather_full_model(model: nn.Module) -> nn.Module | None:
+    """On rank 0, an unsharded CPU copy of the FSDP2-sharded `model` (same class, config, weights and mode);
+    None on the other ranks. Every rank of the shard group must call it (it all-gathers every parameter)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    if not is_fsdp2_sharded(model):
+        raise ValueError("gather_full_model expects a model sharded with fully_shard (no DTensor parameters found)")
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if dist.get_rank() != 0:
+        return None
+    dtypes = {tensor.dtype for tensor in state.values() if tensor.is_floating_point()}
+    if len(dtypes) > 1:
+        raise NotImplementedError(
+            f"gather_full_model: the sharded model mixes parameter dtypes {sorted(map(str, dtypes))}; cast it to one "
+            "dtype before gathering"
+        )
+    full = unsharded_class(model)(copy.deepcopy(model.config))
+    if dtypes:
+        full.to(dtype=dtypes.pop())
+    full.load_state_dict(state, strict=True)
+    return full.train(model.training)
+
+
+__all__ = ["gather_full_model", "is_fsdp2_sharded", "unsharded_class"]
