@@ -7,8 +7,7 @@ normally, not on the meta device, so that non-persistent buffers (rotary frequen
 computed as in any load. ``load_state_dict(strict=True)`` then overwrites every saved tensor: a missing or
 unexpected key is an error, never a silently initialized weight. Tied weights stay tied.
 
-This is the building block of a slim save after sharded training; OTOTrainer does not run under FSDP yet
-(see `hf_oto.trainer.SHARDED_TRAINER_MESSAGE`).
+OTOTrainer's `save_model` uses it after FSDP2 training.
 """
 
 from __future__ import annotations

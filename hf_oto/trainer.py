@@ -36,11 +36,22 @@ from .distillation import (
     distill_argument_problems,
     distill_compute_loss,
 )
+from .gather import gather_full_model, is_fsdp2_sharded
 from .groups import ATTENTION, FFN, GroupSet, build_groups
 from .model_card import PLOT_FILE, plot_layers, render_model_card
 from .modeling_oto import auto_class_name, staged_save
 from .optim import HSPG, MAX_PROJECTION_DEADLINE, SALIENCIES, VARIANTS, hyperparameter_problems, structure_quotas
 from .optim.hyperparameters import DEFAULT_PROJECTION_DEADLINE, DEFAULT_SALIENCY, is_number, n_p_from_number
+from .sharded_training import (
+    DEEPSPEED_MESSAGE,
+    check_sharding_enabled,
+    install_hspg_on_shards,
+    is_fsdp2,
+    load_sharded_optimizer,
+    refuse_unsupported_sharding,
+    save_sharded_checkpoint,
+    stand_in_optimizer,
+)
 from .slim import slim_model
 
 logger = logging.getLogger(__name__)
@@ -170,8 +181,10 @@ class OTOTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self) -> None:
-        _refuse_sharded_training(self)
+        if self.deepspeed:  # before TrainingArguments reads the DeepSpeed config
+            raise NotImplementedError(DEEPSPEED_MESSAGE)
         super().__post_init__()
+        refuse_unsupported_sharding(self)
         problems = hyperparameter_problems(self._hspg_values(), names=HSPG_ARGUMENT_NAMES)
         problems += self._trainer_problems() + distill_argument_problems(self)
         if problems:
@@ -274,8 +287,7 @@ class OTOTrainer(Trainer):
             args = OTOTrainingArguments(output_dir="tmp_trainer")
         _check_process_group(args)
         super().__init__(model, args, *a, **kw)
-        if self.is_fsdp_enabled or self.is_deepspeed_enabled:  # e.g. enabled by an accelerate config file
-            raise NotImplementedError(SHARDED_TRAINER_MESSAGE)
+        check_sharding_enabled(self)  # FSDP2 only, and never silently unsharded
         self.oto_groups: GroupSet | None = None
         self.slim_report: SlimReport | None = None
         self.slim_model: PreTrainedModel | None = None
@@ -351,7 +363,6 @@ class OTOTrainer(Trainer):
             return self.optimizer
         opt_model = self.model if model is None else model
         unwrapped = self.accelerator.unwrap_model(opt_model)
-        self.oto_groups = self._build_groups(unwrapped)
         self._oto_dense_shape = model_shape(unwrapped, self.args.oto_flops_seq_len)
         decay = set(self.get_decay_parameter_names(opt_model))
         named = [(n, p) for n, p in opt_model.named_parameters() if p.requires_grad]
@@ -359,9 +370,25 @@ class OTOTrainer(Trainer):
             {"params": [p for n, p in named if n in decay], "weight_decay": self.args.weight_decay},
             {"params": [p for n, p in named if n not in decay], "weight_decay": 0.0},
         ]
+        param_groups = [g for g in param_groups if g["params"]]
+        if is_fsdp2(self) and not is_fsdp2_sharded(unwrapped):  # HSPG is built on the shards (create_scheduler)
+            self.optimizer = stand_in_optimizer(param_groups, self.args.learning_rate)
+        else:
+            self.optimizer = self._new_hspg(param_groups, unwrapped)
+        return self.optimizer
+
+    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
+        """Under FSDP2, first put HSPG over the now-sharded parameters in place of the stand-in optimizer."""
+        if is_fsdp2(self) and self.hspg is None:
+            install_hspg_on_shards(self, self._new_hspg)
+        return super().create_scheduler(num_training_steps, optimizer)
+
+    def _new_hspg(self, param_groups: list[dict[str, Any]], model: torch.nn.Module) -> HSPG:
+        """HSPG over `model`'s zero-invariant groups, with the Trainer's lr, decay split and step count."""
+        self.oto_groups = self._build_groups(model)
         args = self.args
-        self.optimizer = HSPG(
-            [g for g in param_groups if g["params"]],
+        return HSPG(
+            param_groups,
             self.oto_groups,
             lr=args.learning_rate,
             lam=args.oto_lambda,
@@ -377,7 +404,6 @@ class OTOTrainer(Trainer):
             total_steps=self.state.max_steps if self.state.max_steps and self.state.max_steps > 0 else None,
             skip_nonfinite_steps=args.oto_skip_nonfinite_steps,
         )
-        return self.optimizer
 
     @property
     def hspg(self) -> HSPG | None:
@@ -429,6 +455,17 @@ class OTOTrainer(Trainer):
 
     # ------------------------------------------------------------------ saving
 
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        """Under FSDP2, HSPG's state is saved per rank (accelerate's FSDP optimizer checkpoint would drop it)."""
+        if not is_fsdp2(self):
+            return super()._save_optimizer_and_scheduler(output_dir)
+        save_sharded_checkpoint(self, output_dir)
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        if checkpoint is None or not is_fsdp2(self):
+            return super()._load_optimizer_and_scheduler(checkpoint)
+        load_sharded_optimizer(self, checkpoint)
+
     def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
         """Checkpoints stay dense (weights, optimizer and HSPG state), so that resuming is exact."""
         self._oto_in_checkpoint = True
@@ -444,14 +481,16 @@ class OTOTrainer(Trainer):
         if self._oto_in_checkpoint or not self.args.oto_save_slim:
             return super().save_model(output_dir, _internal_call)
         output_dir = output_dir if output_dir is not None else self.args.output_dir
+        # under FSDP2 every process takes part in gathering the full weights; the main process slims them
+        model = gather_full_model(self.model) if is_fsdp2_sharded(self.model) else None
         if self.args.should_save:
-            self._save_slim(output_dir)
+            self._save_slim(output_dir, model)
         if self.args.push_to_hub and not _internal_call:
             self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
 
-    def _save_slim(self, output_dir: str) -> None:
-        """Slim the trained model, write its folder atomically, and remember what was saved."""
-        slim, report = self._slim_trained_model()
+    def _save_slim(self, output_dir: str, model: torch.nn.Module | None = None) -> None:
+        """Slim the trained model (or `model`, its gathered copy), write its folder atomically, and remember it."""
+        slim, report = self._slim_trained_model(model)
         # Staged inside output_dir and committed by one atomic switch (see modeling_oto.commit_staged): a crash
         # leaves the old model or the new one, output_dir may be a mount point, and no copy lands outside it.
         with staged_save(output_dir) as staging:
@@ -460,10 +499,10 @@ class OTOTrainer(Trainer):
         self.slim_report, self.slim_model, self.slim_files = report, slim, files
         logger.info("Saved the slim model to %s:\n%s", output_dir, report)
 
-    def _slim_trained_model(self) -> tuple[PreTrainedModel, SlimReport]:
+    def _slim_trained_model(self, gathered: torch.nn.Module | None = None) -> tuple[PreTrainedModel, SlimReport]:
         """The slim model and its report, checked against the trained group-sparse model (`slim_model`)."""
-        model = self.accelerator.unwrap_model(self.model)
-        groups = self.oto_groups if self.oto_groups is not None else self._build_groups(model)
+        model = gathered if gathered is not None else self.accelerator.unwrap_model(self.model)
+        groups = self.oto_groups if self.oto_groups is not None and gathered is None else self._build_groups(model)
         with _original_forward(model):
             return slim_model(
                 model,
@@ -615,19 +654,6 @@ def _original_forward(model: torch.nn.Module):
         yield
     finally:
         model.forward = patched
-
-
-SHARDED_TRAINER_MESSAGE = (
-    "OTOTrainer does not run under FSDP or DeepSpeed yet: hf_oto.HSPG itself trains FSDP2-sharded models (wrap the "
-    "model with torch's fully_shard and build HSPG on it), but the Trainer path (slim save from sharded weights, "
-    "sharded checkpoints) is not verified. Train with DDP (torchrun / accelerate launch --multi_gpu) instead."
-)
-
-
-def _refuse_sharded_training(args: TrainingArguments) -> None:
-    """Refuse FSDP (1 or 2) and DeepSpeed before the Trainer sets them up (on CPU it would ignore fsdp silently)."""
-    if args.fsdp or args.fsdp_config or args.deepspeed:
-        raise NotImplementedError(SHARDED_TRAINER_MESSAGE)
 
 
 def _check_process_group(args: TrainingArguments) -> None:

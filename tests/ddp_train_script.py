@@ -8,6 +8,11 @@ arguments apart from the batch size, step count, learning rate and the OTO setti
 and ``use_cpu=True``: without it accelerate initializes no gloo process group on a machine without GPUs, and
 each launched process would train on its own.
 
+``--fsdp2`` trains under FSDP2 through accelerate (``fsdp=True``) with all ranks sharing one output folder, as
+sharded checkpoints need. accelerate turns FSDP on only for GPU-type backends, so the script lifts that one
+device check (`lift_accelerate_cpu_fsdp_gate`); the sharding itself (``fully_shard`` over a CPU device mesh, the
+optimizer re-pointing, the checkpoints) is accelerate's and torch's own code on gloo.
+
 Each rank writes ``<dump_dir>/rank<r>.pt`` with its identity (rank, world size, pid, what torch.distributed
 and the Trainer see), its final weights, HSPG's zero mask, the logged losses and what it saved. Each rank gets
 its own output directory, ``<output_dir>/rank<r>``, so that a save from a non-main rank would be visible.
@@ -70,6 +75,39 @@ def tiny_bert(seed: int = 0) -> BertForSequenceClassification:
     return BertForSequenceClassification(config)
 
 
+# Checkpoints as per-rank shards (torch.distributed.checkpoint). transformers' default, FULL_STATE_DICT, gathers
+# with cpu_offload, which on CPU ranks returns views of FSDP's all-gather buffers that are freed before safetensors
+# reads them ("invalid python storage"): a CPU-only failure of the Trainer's own save, not exercised here.
+SHARDED_CHECKPOINTS = {"state_dict_type": "SHARDED_STATE_DICT"}
+
+
+def lift_accelerate_cpu_fsdp_gate() -> None:
+    """Let accelerate's FSDP path run on CPU ranks: `AcceleratorState` keeps MULTI_CPU even with an FSDP plugin."""
+    import accelerate.state
+    from accelerate.utils import DistributedType
+
+    original = accelerate.state.AcceleratorState.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        plugin = kwargs.get("fsdp_plugin")
+        if plugin is not None and self.distributed_type == DistributedType.MULTI_CPU:
+            self.distributed_type = DistributedType.FSDP
+            self.fsdp_plugin = plugin
+
+    accelerate.state.AcceleratorState.__init__ = init
+
+
+def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's weights, gathered from the shards under FSDP2 (a collective: every rank calls it)."""
+    from torch.distributed.tensor import DTensor
+
+    return {
+        k: (v.full_tensor() if isinstance(v, DTensor) else v).detach().cpu().clone()
+        for k, v in model.state_dict().items()
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--output_dir", required=True)
@@ -97,11 +135,27 @@ def main() -> None:
         action="store_true",
         help="Distil from a second tiny BERT (seed 1) with hidden-state distillation; each rank holds its own copy.",
     )
+    parser.add_argument("--fsdp2", action="store_true", help="FSDP2 through accelerate, one shared output folder")
+    parser.add_argument(
+        "--keep_accelerate_gate",
+        action="store_true",
+        help="with --fsdp2: leave accelerate's GPU-only FSDP check in place",
+    )
+    parser.add_argument("--save_steps", type=int, default=None, help="save a checkpoint every N steps")
+    parser.add_argument("--resume_from", default=None, help="checkpoint folder to resume from")
     cli = parser.parse_args()
 
     rank = int(os.environ.get("RANK", "0"))
+    sharding = {}
+    if cli.fsdp2:
+        if not cli.keep_accelerate_gate:
+            lift_accelerate_cpu_fsdp_gate()
+        sharding = {
+            "fsdp": True,
+            "fsdp_config": {"version": 2, "transformer_layer_cls_to_wrap": ["BertLayer"], **SHARDED_CHECKPOINTS},
+        }
     args = OTOTrainingArguments(
-        output_dir=os.path.join(cli.output_dir, f"rank{rank}"),
+        output_dir=cli.output_dir if cli.fsdp2 else os.path.join(cli.output_dir, f"rank{rank}"),
         per_device_train_batch_size=cli.per_device_train_batch_size,
         max_steps=cli.max_steps,
         learning_rate=cli.learning_rate,
@@ -109,21 +163,25 @@ def main() -> None:
         logging_steps=1,
         report_to="none",
         use_cpu=not cli.no_use_cpu,
-        save_strategy="no",
+        save_strategy="steps" if cli.save_steps else "no",
+        save_steps=cli.save_steps or 500,
         oto_variant=cli.variant,
         oto_lambda=cli.oto_lambda,
         oto_target_group_sparsity=cli.target,
         oto_distill_hidden_weight=1.0 if cli.teacher else None,
+        **sharding,
     )
     teacher = tiny_bert(seed=1) if cli.teacher else None
     trainer = OTOTrainer(model=tiny_bert(), args=args, train_dataset=SyntheticPairs(), teacher_model=teacher)
     fix_applied = trainer.model_accepts_loss_kwargs is False
     if cli.trainer_default_loss_kwargs:
         trainer.model_accepts_loss_kwargs = True
-    trainer.train()
+    trainer.train(resume_from_checkpoint=cli.resume_from)
     trainer.save_model()
 
     model = trainer.accelerator.unwrap_model(trainer.model)
+    first = next(model.parameters())
+    local_rows = first.to_local().shape[0] if hasattr(first, "to_local") else first.shape[0]
     os.makedirs(cli.dump_dir, exist_ok=True)
     torch.save(
         {
@@ -136,7 +194,9 @@ def main() -> None:
             "pid": os.getpid(),
             "fix_applied": fix_applied,
             "model_accepts_loss_kwargs": trainer.model_accepts_loss_kwargs,
-            "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+            "state_dict": full_state_dict(model),
+            "local_rows": local_rows,
+            "rows": first.shape[0],
             "zero_mask": trainer.hspg.zero_mask().cpu(),
             "hspg_steps": trainer.hspg.current_step,
             "global_step": trainer.state.global_step,

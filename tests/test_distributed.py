@@ -14,7 +14,8 @@ mask, logged losses and saved files. The checks:
   and what it wrote is the trained model;
 - a CPU launch without ``use_cpu=True`` (no process group: each process would train alone) is refused.
 
-FSDP and DeepSpeed are refused by OTOTrainingArguments (HSPG alone on FSDP2 is tested in test_fsdp.py).
+- FSDP2 through accelerate: sharded training equals 1 process, rank 0 writes the slim model gathered from the
+  shards, and a checkpoint resumes bit for bit; FSDP1, DeepSpeed and FSDP that accelerate leaves off are refused.
 Each job takes 10-20 s on 2 CPU cores; the jobs are shared between tests through a module-scoped cache.
 """
 
@@ -261,13 +262,73 @@ def test_cpu_launch_without_process_group_is_refused(runs):
     assert run.dumps == {} and not run.output_dir.exists()
 
 
+def _assert_fsdp2_sharded(run: Run) -> None:
+    """Two gloo ranks that each held only their rows of every parameter (97 rows: 49 and 48)."""
+    _assert_two_gloo_ranks(run)
+    assert [run.dumps[r]["local_rows"] for r in (0, 1)] == [49, 48] and run.dumps[0]["rows"] == 97
+
+
+def test_fsdp2_trains_saves_and_resumes_like_one_process(runs):
+    """OTOTrainer under FSDP2 through accelerate (fsdp=True; the script lifts only accelerate's GPU-backend check):
+    HSPG runs on the shards, the result equals 1 process × batch 8, rank 0 alone writes a slim model gathered
+    from the shards that computes what was trained, and resuming the step-8 checkpoint (model shards, per-rank
+    HSPG state, scheduler) ends bit for bit where the uninterrupted run ended."""
+    reference = runs("python", *ADAMW)
+    run = runs("torchrun", *ADAMW, "--fsdp2", "--save_steps", "8")
+    _assert_fsdp2_sharded(run)
+    _assert_ranks_identical(run)
+    _assert_matches_reference(run, reference)
+    assert int(run.dumps[0]["zero_mask"].sum()) == 21  # exactly ⌊0.3 · 72⌋ groups
+
+    assert run.dumps[0]["has_slim_model"] and not run.dumps[1]["has_slim_model"]
+    assert run.dumps[1]["saved_files"] == []
+    checkpoint = run.output_dir / "checkpoint-8"
+    assert {"hspg_state_rank0.pt", "hspg_state_rank1.pt", "scheduler.pt"} <= {p.name for p in checkpoint.iterdir()}
+    from transformers import AutoModelForSequenceClassification
+
+    import hf_oto  # noqa: F401  (registers the slim classes)
+
+    script = _script_module()
+    dense = script.tiny_bert().eval()
+    dense.load_state_dict(run.dumps[0]["state_dict"])
+    slim = AutoModelForSequenceClassification.from_pretrained(run.output_dir).eval()
+    assert sum(p.numel() for p in slim.parameters()) < sum(p.numel() for p in dense.parameters())
+    input_ids = script.SyntheticPairs(n=8, seed=1).input_ids
+    with torch.no_grad():
+        torch.testing.assert_close(
+            slim(input_ids=input_ids).logits, dense(input_ids=input_ids).logits, atol=1e-5, rtol=0
+        )
+
+    resumed = runs("torchrun", *ADAMW, "--fsdp2", "--resume_from", str(checkpoint))
+    _assert_fsdp2_sharded(resumed)
+    assert torch.equal(resumed.dumps[0]["zero_mask"], run.dumps[0]["zero_mask"])
+    for name, tensor in run.dumps[0]["state_dict"].items():
+        assert torch.equal(resumed.dumps[0]["state_dict"][name], tensor), name
+
+
 @pytest.mark.parametrize(
-    "setting",
-    [{"fsdp": True}, {"fsdp": "full_shard"}, {"fsdp_config": {"fsdp_version": 2}}, {"deepspeed": "ds_config.json"}],
+    ("setting", "error", "message"),
+    [
+        ({"deepspeed": "ds_config.json"}, NotImplementedError, "does not run under DeepSpeed"),
+        ({"fsdp_config": {"fsdp_version": 2}}, ValueError, "fsdp_config is set but fsdp is not"),
+        ({"fsdp": True, "fsdp_config": {"version": 1}}, NotImplementedError, "FSDP2 only, not FSDP1"),
+        (
+            {"fsdp": True, "push_to_hub": True, "hub_strategy": "every_save", "hub_model_id": "me/x"},
+            NotImplementedError,
+            "hub_strategy='end'",
+        ),
+    ],
 )
-def test_fsdp_and_deepspeed_are_refused_in_one_line(tmp_path, setting):
-    """OTOTrainer's sharded path is not verified (HSPG itself is: test_fsdp.py). On CPU transformers would even
-    ignore fsdp=True silently; the arguments refuse it, naming what works instead."""
-    with pytest.raises(NotImplementedError, match="FSDP or DeepSpeed") as error:
+def test_unsupported_sharding_is_refused_in_one_line(tmp_path, setting, error, message):
+    with pytest.raises(error, match=message) as raised:
         OTOTrainingArguments(output_dir=str(tmp_path), report_to="none", **setting)
-    assert "\n" not in str(error.value) and "fully_shard" in str(error.value) and "DDP" in str(error.value)
+    assert "\n" not in str(raised.value)
+
+
+def test_fsdp_that_accelerate_leaves_off_on_cpu_is_refused(runs):
+    """accelerate enables FSDP only on GPU-type backends: launched on 2 CPU ranks with fsdp=True (and accelerate's
+    check left in place), the Trainer would train unsharded DDP without a word. OTOTrainer refuses before training."""
+    run = runs("torchrun", "--fsdp2", "--keep_accelerate_gate", expect_success=False)
+    assert run.returncode != 0
+    assert "fsdp=True, but accelerate did not enable FSDP" in run.log
+    assert run.dumps == {} and not (run.output_dir / "config.json").exists()
