@@ -45,6 +45,7 @@ from .optim.hyperparameters import DEFAULT_PROJECTION_DEADLINE, DEFAULT_SALIENCY
 from .sharded_training import (
     DEEPSPEED_MESSAGE,
     check_sharding_enabled,
+    default_sharded_checkpoints,
     install_hspg_on_shards,
     is_fsdp2,
     load_sharded_optimizer,
@@ -185,6 +186,7 @@ class OTOTrainingArguments(TrainingArguments):
             raise NotImplementedError(DEEPSPEED_MESSAGE)
         super().__post_init__()
         refuse_unsupported_sharding(self)
+        default_sharded_checkpoints(self)
         problems = hyperparameter_problems(self._hspg_values(), names=HSPG_ARGUMENT_NAMES)
         problems += self._trainer_problems() + distill_argument_problems(self)
         if problems:
@@ -477,7 +479,10 @@ class OTOTrainer(Trainer):
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Write the slim Hub-format model, tokenizer/processor, model card and plot to `output_dir`.
 
-        Checkpoints (and everything when `oto_save_slim=False`) use the Trainer's dense save."""
+        Checkpoints (and everything when `oto_save_slim=False`) use the Trainer's dense save; under FSDP2 a
+        checkpoint's weights are the shards that `_save_optimizer_and_scheduler` writes."""
+        if self._oto_in_checkpoint and is_fsdp2(self):
+            return None
         if self._oto_in_checkpoint or not self.args.oto_save_slim:
             return super().save_model(output_dir, _internal_call)
         output_dir = output_dir if output_dir is not None else self.args.output_dir

@@ -75,12 +75,6 @@ def tiny_bert(seed: int = 0) -> BertForSequenceClassification:
     return BertForSequenceClassification(config)
 
 
-# Checkpoints as per-rank shards (torch.distributed.checkpoint). transformers' default, FULL_STATE_DICT, gathers
-# with cpu_offload, which on CPU ranks returns views of FSDP's all-gather buffers that are freed before safetensors
-# reads them ("invalid python storage"): a CPU-only failure of the Trainer's own save, not exercised here.
-SHARDED_CHECKPOINTS = {"state_dict_type": "SHARDED_STATE_DICT"}
-
-
 def lift_accelerate_cpu_fsdp_gate() -> None:
     """Let accelerate's FSDP path run on CPU ranks: `AcceleratorState` keeps MULTI_CPU even with an FSDP plugin."""
     import accelerate.state
@@ -152,7 +146,7 @@ def main() -> None:
             lift_accelerate_cpu_fsdp_gate()
         sharding = {
             "fsdp": True,
-            "fsdp_config": {"version": 2, "transformer_layer_cls_to_wrap": ["BertLayer"], **SHARDED_CHECKPOINTS},
+            "fsdp_config": {"version": 2, "transformer_layer_cls_to_wrap": ["BertLayer"]},
         }
     args = OTOTrainingArguments(
         output_dir=cli.output_dir if cli.fsdp2 else os.path.join(cli.output_dir, f"rank{rank}"),

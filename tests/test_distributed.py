@@ -313,6 +313,11 @@ def test_fsdp2_trains_saves_and_resumes_like_one_process(runs):
         ({"fsdp_config": {"fsdp_version": 2}}, ValueError, "fsdp_config is set but fsdp is not"),
         ({"fsdp": True, "fsdp_config": {"version": 1}}, NotImplementedError, "FSDP2 only, not FSDP1"),
         (
+            {"fsdp": True, "fsdp_config": {"state_dict_type": "FULL_STATE_DICT"}},
+            NotImplementedError,
+            "per-rank shards only",
+        ),
+        (
             {"fsdp": True, "push_to_hub": True, "hub_strategy": "every_save", "hub_model_id": "me/x"},
             NotImplementedError,
             "hub_strategy='end'",
