@@ -54,6 +54,11 @@ def refuse_unsupported_sharding(args: TrainingArguments) -> None:
             f"OTOTrainer runs under FSDP2 only, not FSDP{args.fsdp_config.get('version')}: set "
             "fsdp_config={'version': 2, ...} (transformers' default), or train with DDP."
         )
+    if args.fsdp and not getattr(args, "oto_save_slim", True):
+        raise NotImplementedError(
+            "oto_save_slim=False under FSDP would save no final weights (the Trainer writes none from sharded state "
+            "dicts); OTOTrainer under FSDP saves the slim model: leave oto_save_slim=True."
+        )
     if args.fsdp and args.push_to_hub and args.hub_strategy != HubStrategy.END:
         raise NotImplementedError(
             f"OTOTrainer under FSDP pushes the slim model at the end of training only: hub_strategy="

@@ -317,6 +317,7 @@ def test_fsdp2_trains_saves_and_resumes_like_one_process(runs):
             NotImplementedError,
             "per-rank shards only",
         ),
+        ({"fsdp": True, "oto_save_slim": False}, NotImplementedError, "leave oto_save_slim=True"),
         (
             {"fsdp": True, "push_to_hub": True, "hub_strategy": "every_save", "hub_model_id": "me/x"},
             NotImplementedError,
