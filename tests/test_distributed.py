@@ -206,12 +206,13 @@ def test_two_ranks_match_one_process_sgd_and_the_loss_scale_fix_is_needed(runs):
     assert worst > 1000 * ATOL
 
 
-def test_distillation_on_two_ranks_matches_one_process(runs):
+@pytest.mark.parametrize("sharding", [(), ("--fsdp2",)], ids=["ddp", "fsdp2"])
+def test_distillation_on_two_ranks_matches_one_process(runs, sharding):
     """With a teacher (logit and hidden-state distillation), each rank runs its own unwrapped teacher copy on its
-    half of the batch: both ranks agree, and match 1 process × batch 8 in weights, losses and the logged
-    task/distillation losses (averaged over the ranks like the Trainer's loss)."""
+    half of the batch, under DDP and under FSDP2: both ranks agree, and match 1 process × batch 8 in weights,
+    losses and the logged task/distillation losses (averaged over the ranks like the Trainer's loss)."""
     reference = runs("python", *ADAMW, "--teacher")
-    run = runs("torchrun", *ADAMW, "--teacher")
+    run = runs("torchrun", *ADAMW, "--teacher", *sharding)
     _assert_two_gloo_ranks(run)
     _assert_ranks_identical(run)
     _assert_matches_reference(run, reference)
