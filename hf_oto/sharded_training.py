@@ -25,13 +25,13 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 import torch
+from transformers.trainer import SCHEDULER_NAME
 from transformers.trainer_utils import HubStrategy
 
 if TYPE_CHECKING:
     from transformers import Trainer, TrainingArguments
 
 HSPG_STATE_FILE = "hspg_state_rank{rank}.pt"
-SCHEDULER_FILE = "scheduler.pt"  # transformers.trainer.SCHEDULER_NAME
 
 
 DEEPSPEED_MESSAGE = (
@@ -144,7 +144,7 @@ def save_sharded_checkpoint(trainer: Trainer, output_dir: str) -> None:
     if trainer.args.should_save:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # torch warns about saving the scheduler's optimizer ref
-            torch.save(trainer.lr_scheduler.state_dict(), os.path.join(output_dir, SCHEDULER_FILE))
+            torch.save(trainer.lr_scheduler.state_dict(), os.path.join(output_dir, SCHEDULER_NAME))
 
 
 def load_sharded_optimizer(trainer: Trainer, checkpoint: str) -> None:
@@ -158,7 +158,7 @@ def load_sharded_optimizer(trainer: Trainer, checkpoint: str) -> None:
             "checkpoint with the number of processes that saved it."
         )
     trainer.hspg.load_state_dict(torch.load(path, map_location="cpu", weights_only=False))
-    scheduler = os.path.join(checkpoint, SCHEDULER_FILE)
+    scheduler = os.path.join(checkpoint, SCHEDULER_NAME)
     if os.path.isfile(scheduler):
         trainer.lr_scheduler.load_state_dict(torch.load(scheduler, weights_only=True))
 
