@@ -10,7 +10,8 @@ each launched process would train on its own.
 
 ``--fsdp2`` trains under FSDP2 through accelerate (``fsdp=True``) with all ranks sharing one output folder, as
 sharded checkpoints need. accelerate turns FSDP on only for GPU-type backends, so the script lifts that one
-device check (`lift_accelerate_cpu_fsdp_gate`); the sharding itself (``fully_shard`` over a CPU device mesh, the
+device check (`lift_accelerate_cpu_fsdp_gate`, which also sets the bf16 `MixedPrecisionPolicy` as accelerate's
+own FSDP branch does); the sharding itself (``fully_shard`` over a CPU device mesh, the
 optimizer re-pointing, the checkpoints) is accelerate's and torch's own code on gloo.
 
 Each rank writes ``<dump_dir>/rank<r>.pt`` with its identity (rank, world size, pid, what torch.distributed
@@ -87,6 +88,8 @@ def lift_accelerate_cpu_fsdp_gate() -> None:
         plugin = kwargs.get("fsdp_plugin")
         if plugin is not None and self.distributed_type == DistributedType.MULTI_CPU:
             self.distributed_type = DistributedType.FSDP
+            if self._mixed_precision != "no":  # what accelerate's own FSDP branch does: FSDP2's MixedPrecisionPolicy
+                plugin.set_mixed_precision(self._mixed_precision)
             self.fsdp_plugin = plugin
 
     accelerate.state.AcceleratorState.__init__ = init
@@ -137,6 +140,7 @@ def main() -> None:
     )
     parser.add_argument("--save_steps", type=int, default=None, help="save a checkpoint every N steps")
     parser.add_argument("--resume_from", default=None, help="checkpoint folder to resume from")
+    parser.add_argument("--bf16", action="store_true", help="bf16 mixed precision (CPU autocast; FSDP2: bf16 compute)")
     cli = parser.parse_args()
 
     rank = int(os.environ.get("RANK", "0"))
@@ -163,6 +167,7 @@ def main() -> None:
         oto_lambda=cli.oto_lambda,
         oto_target_group_sparsity=cli.target,
         oto_distill_hidden_weight=1.0 if cli.teacher else None,
+        bf16=cli.bf16,
         **sharding,
     )
     teacher = tiny_bert(seed=1) if cli.teacher else None
@@ -191,6 +196,7 @@ def main() -> None:
             "state_dict": full_state_dict(model),
             "local_rows": local_rows,
             "rows": first.shape[0],
+            "param_dtype": first.dtype,
             "zero_mask": trainer.hspg.zero_mask().cpu(),
             "hspg_steps": trainer.hspg.current_step,
             "global_step": trainer.state.global_step,

@@ -15,7 +15,8 @@ mask, logged losses and saved files. The checks:
 - a CPU launch without ``use_cpu=True`` (no process group: each process would train alone) is refused.
 
 - FSDP2 through accelerate: sharded training equals 1 process, rank 0 writes the slim model gathered from the
-  shards, and a checkpoint resumes bit for bit; FSDP1, DeepSpeed and FSDP that accelerate leaves off are refused.
+  shards, and a checkpoint resumes bit for bit; bf16 mixed precision is applied and still slims exactly; FSDP1,
+  DeepSpeed and FSDP that accelerate leaves off are refused.
 Each job takes 10-20 s on 2 CPU cores; the jobs are shared between tests through a module-scoped cache.
 """
 
@@ -239,14 +240,19 @@ def test_only_rank_zero_writes_the_slim_model(runs):
     assert {"config.json", "model.safetensors", "README.md", "modeling_oto.py"} <= set(run.dumps[0]["saved_files"])
     assert not [p for p in run.output_dir.iterdir() if p.name.startswith(".")]  # no staging folder left
 
+    _assert_slim_computes(rank0, run.dumps[1]["state_dict"])  # rank 1's final weights
+
+
+def _assert_slim_computes(folder: Path, trained: dict[str, torch.Tensor]) -> None:
+    """The slim model in `folder` is smaller than the tiny BERT and gives its logits with the `trained` weights."""
     from transformers import AutoModelForSequenceClassification
 
     import hf_oto  # noqa: F401  (registers the slim classes)
 
     script = _script_module()
     dense = script.tiny_bert().eval()
-    dense.load_state_dict(run.dumps[1]["state_dict"])  # rank 1's final weights
-    slim = AutoModelForSequenceClassification.from_pretrained(rank0).eval()
+    dense.load_state_dict(trained)
+    slim = AutoModelForSequenceClassification.from_pretrained(folder).eval()
     assert sum(p.numel() for p in slim.parameters()) < sum(p.numel() for p in dense.parameters())
     input_ids = script.SyntheticPairs(n=8, seed=1).input_ids
     with torch.no_grad():
@@ -285,26 +291,28 @@ def test_fsdp2_trains_saves_and_resumes_like_one_process(runs):
     assert run.dumps[1]["saved_files"] == []
     checkpoint = run.output_dir / "checkpoint-8"
     assert {"hspg_state_rank0.pt", "hspg_state_rank1.pt", "scheduler.pt"} <= {p.name for p in checkpoint.iterdir()}
-    from transformers import AutoModelForSequenceClassification
-
-    import hf_oto  # noqa: F401  (registers the slim classes)
-
-    script = _script_module()
-    dense = script.tiny_bert().eval()
-    dense.load_state_dict(run.dumps[0]["state_dict"])
-    slim = AutoModelForSequenceClassification.from_pretrained(run.output_dir).eval()
-    assert sum(p.numel() for p in slim.parameters()) < sum(p.numel() for p in dense.parameters())
-    input_ids = script.SyntheticPairs(n=8, seed=1).input_ids
-    with torch.no_grad():
-        torch.testing.assert_close(
-            slim(input_ids=input_ids).logits, dense(input_ids=input_ids).logits, atol=1e-5, rtol=0
-        )
+    _assert_slim_computes(run.output_dir, run.dumps[0]["state_dict"])
 
     resumed = runs("torchrun", *ADAMW, "--fsdp2", "--resume_from", str(checkpoint))
     _assert_fsdp2_sharded(resumed)
     assert torch.equal(resumed.dumps[0]["zero_mask"], run.dumps[0]["zero_mask"])
     for name, tensor in run.dumps[0]["state_dict"].items():
         assert torch.equal(resumed.dumps[0]["state_dict"][name], tensor), name
+
+
+def test_fsdp2_bf16_trains_on_fp32_shards_and_saves_an_exact_slim_model(runs):
+    """bf16 under FSDP2 is accelerate's `MixedPrecisionPolicy` (bf16 compute and gradient reduction; no autocast
+    wrapper). HSPG steps the fp32 shards, reaches exactly ⌊0.3 · 72⌋ zero groups, and rank 0's slim model (fp32)
+    computes what was trained. The run differs from the fp32 FSDP2 run, so bf16 was not silently dropped."""
+    run = runs("torchrun", *ADAMW, "--fsdp2", "--bf16")
+    _assert_fsdp2_sharded(run)
+    assert all(dump["param_dtype"] == torch.float32 for dump in run.dumps.values())
+    assert int(run.dumps[0]["zero_mask"].sum()) == 21
+    fp32 = runs("torchrun", *ADAMW, "--fsdp2", "--save_steps", "8")
+    worst = max((run.dumps[0]["state_dict"][k] - v).abs().max().item() for k, v in fp32.dumps[0]["state_dict"].items())
+    assert worst > 1000 * ATOL
+    assert run.dumps[0]["has_slim_model"] and run.dumps[1]["saved_files"] == []
+    _assert_slim_computes(run.output_dir, run.dumps[0]["state_dict"])
 
 
 @pytest.mark.parametrize(
