@@ -141,6 +141,12 @@ def main() -> None:
     parser.add_argument("--save_steps", type=int, default=None, help="save a checkpoint every N steps")
     parser.add_argument("--resume_from", default=None, help="checkpoint folder to resume from")
     parser.add_argument("--bf16", action="store_true", help="bf16 mixed precision (CPU autocast; FSDP2: bf16 compute)")
+    parser.add_argument(
+        "--push_with_token",
+        default=None,
+        help="push_to_hub=True (hub_strategy 'end') with this token; every rank then calls trainer.push_to_hub() "
+        "instead of save_model(). Point HF_ENDPOINT at a Hub stand-in.",
+    )
     cli = parser.parse_args()
 
     rank = int(os.environ.get("RANK", "0"))
@@ -168,6 +174,9 @@ def main() -> None:
         oto_target_group_sparsity=cli.target,
         oto_distill_hidden_weight=1.0 if cli.teacher else None,
         bf16=cli.bf16,
+        push_to_hub=cli.push_with_token is not None,
+        hub_token=cli.push_with_token,
+        hub_strategy="end",
         **sharding,
     )
     teacher = tiny_bert(seed=1) if cli.teacher else None
@@ -176,7 +185,10 @@ def main() -> None:
     if cli.trainer_default_loss_kwargs:
         trainer.model_accepts_loss_kwargs = True
     trainer.train(resume_from_checkpoint=cli.resume_from)
-    trainer.save_model()
+    if cli.push_with_token:
+        trainer.push_to_hub()  # saves the slim model first (under FSDP2: gathered by every rank)
+    else:
+        trainer.save_model()
 
     model = trainer.accelerator.unwrap_model(trainer.model)
     first = next(model.parameters())

@@ -15,7 +15,8 @@ mask, logged losses and saved files. The checks:
 - a CPU launch without ``use_cpu=True`` (no process group: each process would train alone) is refused.
 
 - FSDP2 through accelerate: sharded training equals 1 process, rank 0 writes the slim model gathered from the
-  shards, and a checkpoint resumes bit for bit; bf16 mixed precision is applied and still slims exactly; FSDP1,
+  shards, and a checkpoint resumes bit for bit; bf16 mixed precision is applied and still slims exactly;
+  push_to_hub commits the gathered slim folder (loopback Hub stand-in); FSDP1,
   DeepSpeed and FSDP that accelerate leaves off are refused.
 Each job takes 10-20 s on 2 CPU cores; the jobs are shared between tests through a module-scoped cache.
 """
@@ -98,13 +99,15 @@ class Run:
     dumps: dict[int, dict]
 
 
-def _launch(kind: str, workdir: Path, *script_args: str) -> Run:
-    """Run the training script under `kind` ("python", "torchrun" or "accelerate") and load every rank's dump."""
+def _launch(kind: str, workdir: Path, *script_args: str, env: dict[str, str] | None = None) -> Run:
+    """Run the training script under `kind` ("python", "torchrun" or "accelerate") and load every rank's dump;
+    `env` overrides variables of the test environment."""
     output_dir, dump_dir = workdir / "out", workdir / "dump"
     batch = ["--per_device_train_batch_size", "8" if kind == "python" else "4"]
     command = [*_launcher(kind), str(SCRIPT), "--output_dir", str(output_dir), "--dump_dir", str(dump_dir)]
     command += [*batch, *script_args]
-    done = subprocess.run(command, cwd=workdir.parent, env=_env(), capture_output=True, text=True, timeout=300)
+    environment = {**_env(), **(env or {})}
+    done = subprocess.run(command, cwd=workdir.parent, env=environment, capture_output=True, text=True, timeout=300)
     log = done.stdout + done.stderr
     dumps = {}
     if dump_dir.is_dir():
@@ -312,6 +315,29 @@ def test_fsdp2_bf16_trains_on_fp32_shards_and_saves_an_exact_slim_model(runs):
     worst = max((run.dumps[0]["state_dict"][k] - v).abs().max().item() for k, v in fp32.dumps[0]["state_dict"].items())
     assert worst > 1000 * ATOL
     assert run.dumps[0]["has_slim_model"] and run.dumps[1]["saved_files"] == []
+    _assert_slim_computes(run.output_dir, run.dumps[0]["state_dict"])
+
+
+def test_fsdp2_push_to_hub_commits_the_slim_model_gathered_from_the_shards(tmp_path):
+    """push_to_hub under FSDP2 (hub_strategy 'end'), against the loopback Hub stand-in of tests/hub_stub.py: every
+    rank calls trainer.push_to_hub(), every rank takes part in gathering, and one commit arrives from rank 0 with
+    exactly the slim folder's files, byte for byte; its weights compute what was trained."""
+    from hub_stub import HubStub
+
+    token = "hf_fake_token_for_the_loopback_stub"  # not a credential: only ever sent to HubStub
+    with HubStub() as hub:
+        online = {"HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_IMPLICIT_TOKEN": "1"}
+        run = _launch("torchrun", tmp_path / "job", *ADAMW, "--fsdp2", "--push_with_token", token, env=online)
+    assert run.returncode == 0, run.log[-6000:]
+    _assert_fsdp2_sharded(run)
+    assert hub.unexpected == [] and hub.repos == ["tester/out"]
+    (commit,) = hub.commits
+    assert commit.repo_id == "tester/out" and commit.message == "End of training"
+    saved = run.dumps[0]["saved_files"]
+    assert run.dumps[1]["saved_files"] == [] and {"config.json", "model.safetensors", "README.md"} <= set(saved)
+    assert set(commit.files) == set(saved)
+    for name, content in commit.files.items():
+        assert content == (run.output_dir / name).read_bytes(), name
     _assert_slim_computes(run.output_dir, run.dumps[0]["state_dict"])
 
 
