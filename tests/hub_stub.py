@@ -26,6 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 # Best-effort lookups huggingface_hub makes on its own and survives a 404 for (user-agent detection of AI agent
 # harnesses, utils/_detect_agent.py): not part of the push, so not reported as unexpected.
 IGNORED_GETS = {"/api/agent-harnesses"}
+FAKE_TOKEN = "hf_fake_token_for_the_loopback_stub"  # not a credential: only ever sent to HubStub
 
 
 @dataclass

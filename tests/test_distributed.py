@@ -322,12 +322,11 @@ def test_fsdp2_push_to_hub_commits_the_slim_model_gathered_from_the_shards(tmp_p
     """push_to_hub under FSDP2 (hub_strategy 'end'), against the loopback Hub stand-in of tests/hub_stub.py: every
     rank calls trainer.push_to_hub(), every rank takes part in gathering, and one commit arrives from rank 0 with
     exactly the slim folder's files, byte for byte; its weights compute what was trained."""
-    from hub_stub import HubStub
+    from hub_stub import FAKE_TOKEN, HubStub
 
-    token = "hf_fake_token_for_the_loopback_stub"  # not a credential: only ever sent to HubStub
     with HubStub() as hub:
         online = {"HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_IMPLICIT_TOKEN": "1"}
-        run = _launch("torchrun", tmp_path / "job", *ADAMW, "--fsdp2", "--push_with_token", token, env=online)
+        run = _launch("torchrun", tmp_path / "job", *ADAMW, "--fsdp2", "--push_with_token", FAKE_TOKEN, env=online)
     assert run.returncode == 0, run.log[-6000:]
     _assert_fsdp2_sharded(run)
     assert hub.unexpected == [] and hub.repos == ["tester/out"]

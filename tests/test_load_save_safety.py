@@ -12,9 +12,8 @@ import pytest
 import torch
 import transformers
 from conftest import FUSED_CONFIGS, REPO, TINY_CONFIGS, run_fresh, tiny_model
-from hub_stub import loopback_hub
+from hub_stub import FAKE_TOKEN, loopback_hub
 from safetensors.torch import load_file, save_file
-from test_trainer_hub import FAKE_TOKEN
 
 import hf_oto
 from hf_oto import OTOLoadError, UnsupportedModelError

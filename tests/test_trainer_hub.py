@@ -12,15 +12,13 @@ import torch
 import transformers
 import transformers.utils.hub
 import yaml
-from hub_stub import loopback_hub
+from hub_stub import FAKE_TOKEN, loopback_hub
 from test_trainer import make_args, make_dataset, make_model
 from test_trainer_save import SLIM_FILES
 from transformers import TrainerCallback
 
 import hf_oto
 from hf_oto import OTOTrainer, OTOTrainingArguments
-
-FAKE_TOKEN = "hf_fake_token_for_the_loopback_stub"  # not a credential: only ever sent to HubStub
 
 
 @pytest.fixture
