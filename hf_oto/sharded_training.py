@@ -9,12 +9,11 @@
   layout cannot follow that swap, so OTOTrainer first hands accelerate a stateless stand-in (`torch.optim.SGD`
   over the same parameter groups, never stepped) and builds HSPG over the swapped, sharded parameters when the
   Trainer creates the scheduler (`install_hspg_on_shards`).
-- **Checkpoints** are per-rank shards (``state_dict_type="SHARDED_STATE_DICT"``, OTOTrainer's default under FSDP2).
-  transformers' default, ``FULL_STATE_DICT``, is refused: on 2 gloo CPU ranks its checkpoint save failed inside
-  safetensors and resuming from its ``pytorch_model_fsdp.bin`` hung (causes not investigated; no GPU was
-  available to compare). accelerate's FSDP optimizer checkpoint (torch.distributed.checkpoint) keeps only torch's
+- **Checkpoints** take either of accelerate's FSDP2 layouts, as the Trainer does: ``FULL_STATE_DICT``
+  (transformers' default: rank 0 writes the gathered weights) or ``SHARDED_STATE_DICT`` (per-rank shards; better
+  for large models). accelerate's FSDP optimizer checkpoint (torch.distributed.checkpoint) keeps only torch's
   per-parameter state and would drop HSPG's own (step, zero mask, saliency), so each rank saves its HSPG
-  `state_dict` (its shards plus the replicated bookkeeping) to ``hspg_state_rank<r>.pt``; the model shards and
+  `state_dict` (its shards plus the replicated bookkeeping) to ``hspg_state_rank<r>.pt``; the model weights and
   the scheduler are saved as the Trainer does. Resuming needs the same number of processes.
 """
 
@@ -67,26 +66,6 @@ def refuse_unsupported_sharding(args: TrainingArguments) -> None:
         )
 
 
-def _refuse_full_checkpoints(state_dict_type: Any) -> None:
-    if "SHARDED_STATE_DICT" not in str(state_dict_type):
-        raise NotImplementedError(
-            f"OTOTrainer under FSDP2 checkpoints per-rank shards only, not {state_dict_type}: set "
-            "fsdp_config['state_dict_type'] = 'SHARDED_STATE_DICT' (OTOTrainer's default when it is not set)."
-        )
-
-
-def default_sharded_checkpoints(args: TrainingArguments) -> None:
-    """Under FSDP, checkpoints default to per-rank shards unless the user chose a layout (then checked at init)."""
-    if not args.fsdp:
-        return
-    if "state_dict_type" in args.fsdp_config:
-        _refuse_full_checkpoints(args.fsdp_config["state_dict_type"])
-        return
-    args.fsdp_config["state_dict_type"] = "SHARDED_STATE_DICT"
-    if args.fsdp_plugin_args is not None:
-        args.fsdp_plugin_args["state_dict_type"] = "SHARDED_STATE_DICT"
-
-
 def check_sharding_enabled(trainer: Trainer) -> None:
     """After the Trainer built its accelerator: refuse what accelerate enabled or ignored against the arguments."""
     if trainer.is_deepspeed_enabled:  # e.g. from an accelerate config file
@@ -98,7 +77,6 @@ def check_sharding_enabled(trainer: Trainer) -> None:
                 f"OTOTrainer runs under FSDP2 only; accelerate enabled FSDP{version} (check your accelerate config: "
                 "fsdp_version: 2)."
             )
-        _refuse_full_checkpoints(trainer.accelerator.state.fsdp_plugin.state_dict_type)
     elif trainer.args.fsdp:
         raise RuntimeError(
             "fsdp=True, but accelerate did not enable FSDP: it does so only on GPU-type backends, and on this "
@@ -133,7 +111,8 @@ def install_hspg_on_shards(trainer: Trainer, build_hspg) -> None:
 
 
 def save_sharded_checkpoint(trainer: Trainer, output_dir: str) -> None:
-    """The model shards (as the Trainer saves them under FSDP), this rank's HSPG state, and the scheduler."""
+    """The model (full or per-rank shards, as the Trainer saves it under FSDP), this rank's HSPG state, and the
+    scheduler."""
     from accelerate.utils import save_fsdp_model
     from transformers.distributed.fsdp import get_fsdp_ckpt_kwargs
 
@@ -165,7 +144,6 @@ def load_sharded_optimizer(trainer: Trainer, checkpoint: str) -> None:
 
 __all__ = [
     "check_sharding_enabled",
-    "default_sharded_checkpoints",
     "install_hspg_on_shards",
     "is_fsdp2",
     "load_sharded_optimizer",

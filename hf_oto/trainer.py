@@ -45,7 +45,6 @@ from .optim.hyperparameters import DEFAULT_PROJECTION_DEADLINE, DEFAULT_SALIENCY
 from .sharded_training import (
     DEEPSPEED_MESSAGE,
     check_sharding_enabled,
-    default_sharded_checkpoints,
     install_hspg_on_shards,
     is_fsdp2,
     load_sharded_optimizer,
@@ -186,7 +185,6 @@ class OTOTrainingArguments(TrainingArguments):
             raise NotImplementedError(DEEPSPEED_MESSAGE)
         super().__post_init__()
         refuse_unsupported_sharding(self)
-        default_sharded_checkpoints(self)
         problems = hyperparameter_problems(self._hspg_values(), names=HSPG_ARGUMENT_NAMES)
         problems += self._trainer_problems() + distill_argument_problems(self)
         if problems:
@@ -480,7 +478,7 @@ class OTOTrainer(Trainer):
         """Write the slim Hub-format model, tokenizer/processor, model card and plot to `output_dir`.
 
         Checkpoints (and everything when `oto_save_slim=False`) use the Trainer's dense save; under FSDP2 a
-        checkpoint's weights are the shards that `_save_optimizer_and_scheduler` writes."""
+        checkpoint's weights are what `_save_optimizer_and_scheduler` writes (full or per-rank shards)."""
         if self._oto_in_checkpoint and is_fsdp2(self):
             return None
         if self._oto_in_checkpoint or not self.args.oto_save_slim:

@@ -87,10 +87,13 @@ def lift_accelerate_cpu_fsdp_gate() -> None:
         original(self, *args, **kwargs)
         plugin = kwargs.get("fsdp_plugin")
         if plugin is not None and self.distributed_type == DistributedType.MULTI_CPU:
+            # what accelerate's own FSDP branch does: the type, FSDP2's MixedPrecisionPolicy, the plugin, and the
+            # type written back to PartialState (each later AcceleratorState() copies PartialState's fields over)
             self.distributed_type = DistributedType.FSDP
-            if self._mixed_precision != "no":  # what accelerate's own FSDP branch does: FSDP2's MixedPrecisionPolicy
+            if self._mixed_precision != "no":
                 plugin.set_mixed_precision(self._mixed_precision)
             self.fsdp_plugin = plugin
+            accelerate.state.PartialState._shared_state["distributed_type"] = DistributedType.FSDP
 
     accelerate.state.AcceleratorState.__init__ = init
 
@@ -140,6 +143,9 @@ def main() -> None:
     )
     parser.add_argument("--save_steps", type=int, default=None, help="save a checkpoint every N steps")
     parser.add_argument("--resume_from", default=None, help="checkpoint folder to resume from")
+    parser.add_argument(
+        "--state_dict_type", default=None, help="with --fsdp2: fsdp_config['state_dict_type'] (default: OTOTrainer's)"
+    )
     parser.add_argument("--bf16", action="store_true", help="bf16 mixed precision (CPU autocast; FSDP2: bf16 compute)")
     parser.add_argument(
         "--push_with_token",
@@ -158,6 +164,8 @@ def main() -> None:
             "fsdp": True,
             "fsdp_config": {"version": 2, "transformer_layer_cls_to_wrap": ["BertLayer"]},
         }
+        if cli.state_dict_type:
+            sharding["fsdp_config"]["state_dict_type"] = cli.state_dict_type
     args = OTOTrainingArguments(
         output_dir=cli.output_dir if cli.fsdp2 else os.path.join(cli.output_dir, f"rank{rank}"),
         per_device_train_batch_size=cli.per_device_train_batch_size,

@@ -278,13 +278,18 @@ def _assert_fsdp2_sharded(run: Run) -> None:
     assert [run.dumps[r]["local_rows"] for r in (0, 1)] == [49, 48] and run.dumps[0]["rows"] == 97
 
 
-def test_fsdp2_trains_saves_and_resumes_like_one_process(runs):
+@pytest.mark.parametrize(
+    ("layout", "weights_file"),
+    [((), "pytorch_model_fsdp.bin"), (("--state_dict_type", "SHARDED_STATE_DICT"), "pytorch_model_fsdp_0")],
+    ids=["full-default", "sharded"],
+)
+def test_fsdp2_trains_saves_and_resumes_like_one_process(runs, layout, weights_file):
     """OTOTrainer under FSDP2 through accelerate (fsdp=True; the script lifts only accelerate's GPU-backend check):
     HSPG runs on the shards, the result equals 1 process × batch 8, rank 0 alone writes a slim model gathered
-    from the shards that computes what was trained, and resuming the step-8 checkpoint (model shards, per-rank
-    HSPG state, scheduler) ends bit for bit where the uninterrupted run ended."""
+    from the shards that computes what was trained, and resuming the step-8 checkpoint (model weights in either
+    checkpoint layout, per-rank HSPG state, scheduler) ends bit for bit where the uninterrupted run ended."""
     reference = runs("python", *ADAMW)
-    run = runs("torchrun", *ADAMW, "--fsdp2", "--save_steps", "8")
+    run = runs("torchrun", *ADAMW, "--fsdp2", "--save_steps", "8", *layout)
     _assert_fsdp2_sharded(run)
     _assert_ranks_identical(run)
     _assert_matches_reference(run, reference)
@@ -293,10 +298,11 @@ def test_fsdp2_trains_saves_and_resumes_like_one_process(runs):
     assert run.dumps[0]["has_slim_model"] and not run.dumps[1]["has_slim_model"]
     assert run.dumps[1]["saved_files"] == []
     checkpoint = run.output_dir / "checkpoint-8"
-    assert {"hspg_state_rank0.pt", "hspg_state_rank1.pt", "scheduler.pt"} <= {p.name for p in checkpoint.iterdir()}
+    saved = {p.name for p in checkpoint.iterdir()}
+    assert {"hspg_state_rank0.pt", "hspg_state_rank1.pt", "scheduler.pt", weights_file} <= saved
     _assert_slim_computes(run.output_dir, run.dumps[0]["state_dict"])
 
-    resumed = runs("torchrun", *ADAMW, "--fsdp2", "--resume_from", str(checkpoint))
+    resumed = runs("torchrun", *ADAMW, "--fsdp2", "--resume_from", str(checkpoint), *layout)
     _assert_fsdp2_sharded(resumed)
     assert torch.equal(resumed.dumps[0]["zero_mask"], run.dumps[0]["zero_mask"])
     for name, tensor in run.dumps[0]["state_dict"].items():
@@ -311,7 +317,7 @@ def test_fsdp2_bf16_trains_on_fp32_shards_and_saves_an_exact_slim_model(runs):
     _assert_fsdp2_sharded(run)
     assert all(dump["param_dtype"] == torch.float32 for dump in run.dumps.values())
     assert int(run.dumps[0]["zero_mask"].sum()) == 21
-    fp32 = runs("torchrun", *ADAMW, "--fsdp2", "--save_steps", "8")
+    fp32 = runs("torchrun", *ADAMW, "--fsdp2", "--save_steps", "8")  # shared with the checkpoint test
     worst = max((run.dumps[0]["state_dict"][k] - v).abs().max().item() for k, v in fp32.dumps[0]["state_dict"].items())
     assert worst > 1000 * ATOL
     assert run.dumps[0]["has_slim_model"] and run.dumps[1]["saved_files"] == []
@@ -346,11 +352,6 @@ def test_fsdp2_push_to_hub_commits_the_slim_model_gathered_from_the_shards(tmp_p
         ({"deepspeed": "ds_config.json"}, NotImplementedError, "does not run under DeepSpeed"),
         ({"fsdp_config": {"fsdp_version": 2}}, ValueError, "fsdp_config is set but fsdp is not"),
         ({"fsdp": True, "fsdp_config": {"version": 1}}, NotImplementedError, "FSDP2 only, not FSDP1"),
-        (
-            {"fsdp": True, "fsdp_config": {"state_dict_type": "FULL_STATE_DICT"}},
-            NotImplementedError,
-            "per-rank shards only",
-        ),
         ({"fsdp": True, "oto_save_slim": False}, NotImplementedError, "leave oto_save_slim=True"),
         (
             {"fsdp": True, "push_to_hub": True, "hub_strategy": "every_save", "hub_model_id": "me/x"},
