@@ -144,7 +144,9 @@ def main() -> None:
     parser.add_argument("--save_steps", type=int, default=None, help="save a checkpoint every N steps")
     parser.add_argument("--resume_from", default=None, help="checkpoint folder to resume from")
     parser.add_argument(
-        "--state_dict_type", default=None, help="with --fsdp2: fsdp_config['state_dict_type'] (default: transformers' FULL_STATE_DICT)"
+        "--state_dict_type",
+        default=None,
+        help="with --fsdp2: fsdp_config['state_dict_type'] (default: transformers' FULL_STATE_DICT)",
     )
     parser.add_argument("--bf16", action="store_true", help="bf16 mixed precision (CPU autocast; FSDP2: bf16 compute)")
     parser.add_argument(
