@@ -3,8 +3,9 @@
 Reads the ``results.json`` files that bench/quality_squad.py and bench/quality_sst2.py write (any number, e.g. a
 plain run and a ``--distill`` run) and draws the metric (F1 for SQuAD, accuracy for SST-2; ``--metric`` to choose)
 against the slim model's measured CPU speedup: dense as a grey horizontal line at 1×, OTO in blue and OTO+KD in
-orange, each a line through its targets (sorted by speedup) with a square per run. Axes carry their range in
-digits; the legend names the lines. The same figures are printed as a table.
+orange, each a line through its targets (sorted by speedup). A target run at several seeds is drawn at its mean
+with a bar over its range, and printed with the range and the mean change against the same seeds' dense runs.
+Axes carry their range in digits; the legend names the lines. The same figures are printed as a table.
 
 Run: python bench/plot_frontier.py runs/squad/results.json runs/squad_kd/results.json --out frontier.png
 """
@@ -14,6 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from statistics import mean
 from typing import Any
 
 from hf_oto.model_card import DIGITS, encode_png
@@ -78,27 +81,60 @@ class Canvas:
         return encode_png(self.pixels, self.width)
 
 
-def series_of(rows: Sequence[dict[str, Any]], metric: str) -> dict[str, list[tuple[float, float]]]:
-    """(speedup, metric) points per series: "dense", "OTO" and "OTO+KD" (rows without the metric are skipped)."""
-    series: dict[str, list[tuple[float, float]]] = {name: [] for name in SERIES}
+@dataclass(frozen=True)
+class Point:
+    """One target of one series, over the seeds run: mean speedup and metric, the metric's range, and the mean
+    change against the dense run of the same seed (None where no seed has its dense run)."""
+
+    speedup: float
+    score: float
+    low: float
+    high: float
+    seeds: int
+    vs_dense: float | None = None
+
+
+def series_of(rows: Sequence[dict[str, Any]], metric: str) -> dict[str, list[Point]]:
+    """Points per series, "dense", "OTO" and "OTO+KD", one per target sorted by speedup. Runs of the same target and
+    seed count once (each KD results file repeats its teacher's dense row); rows without the metric are skipped."""
+    runs: dict[tuple[str, Any], dict[Any, tuple[float, float]]] = {}
     for row in rows:
         if row.get(metric) is None or row.get("speedup") is None:
             continue
         name = "dense" if row.get("target") is None else "OTO+KD" if row.get("kd") else "OTO"
-        series[name].append((float(row["speedup"]), float(row[metric])))
-    return {name: sorted(set(points)) for name, points in series.items()}
+        runs.setdefault((name, row.get("target")), {}).setdefault(
+            row.get("seed"), (float(row["speedup"]), float(row[metric]))
+        )
+    dense = runs.get(("dense", None), {})
+    series: dict[str, list[Point]] = {name: [] for name in SERIES}
+    for (name, _), by_seed in runs.items():
+        speedups, scores = zip(*by_seed.values())
+        paired = [score - dense[seed][1] for seed, (_, score) in by_seed.items() if seed in dense]
+        point = Point(mean(speedups), mean(scores), min(scores), max(scores), len(scores), None)
+        series[name].append(replace(point, vs_dense=mean(paired)) if paired and name != "dense" else point)
+    return {name: sorted(points, key=lambda p: (p.speedup, p.score)) for name, points in series.items()}
+
+
+def describe(point: Point) -> str:
+    """One point as text: "1.90x: 61.00", then the range over seeds and the change against dense where known."""
+    text = f"{point.speedup:.2f}x: {point.score:.2f}"
+    if point.seeds > 1:
+        text += f" (seeds {point.seeds}, {point.low:.2f}..{point.high:.2f})"
+    if point.vs_dense is not None:
+        text += f" [{point.vs_dense:+.2f} vs dense]"
+    return text
 
 
 def _ticks(low: float, high: float) -> list[float]:
     return [low + (high - low) * i / 4 for i in range(5)]
 
 
-def frontier_png(series: dict[str, list[tuple[float, float]]], metric: str) -> bytes:
-    """The plot of `series_of` as PNG bytes."""
+def frontier_png(series: dict[str, list[Point]], metric: str) -> bytes:
+    """The plot of `series_of` as PNG bytes: a square at each mean, a vertical bar over the range across seeds."""
     points = [p for values in series.values() for p in values]
     if not points:
         raise ValueError(f"no run has both {metric!r} and a speedup")
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    xs, ys = [p.speedup for p in points], [y for p in points for y in (p.low, p.high)]
     x_low, x_high = 1.0, max(max(xs), 1.0) * 1.05 + 0.05
     y_pad = max((max(ys) - min(ys)) * 0.1, 0.5)
     y_low, y_high = min(ys) - y_pad, max(ys) + y_pad
@@ -124,16 +160,21 @@ def frontier_png(series: dict[str, list[tuple[float, float]]], metric: str) -> b
     for name, values in series.items():
         color = SERIES[name]
         if name == "dense":
-            for _, score in values:  # a reference level across the plot
-                _, y = at(x_low, score)
+            for point in values:  # a reference level across the plot
+                _, y = at(x_low, point.score)
                 canvas.rect(LEFT, round(y), LEFT + plot_w, round(y) + 2, color)
             continue
         line = dense[:1] + values if dense else values  # every frontier starts at the dense model (1x)
-        for (xa, ya), (xb, yb) in zip(line, line[1:]):
-            canvas.line(*at(xa, ya), *at(xb, yb), color)
-        for x, y in line:
-            px, py = at(x, y)
+        for a, b in zip(line, line[1:]):
+            canvas.line(*at(a.speedup, a.score), *at(b.speedup, b.score), color)
+        for point in line:
+            px, py = at(point.speedup, point.score)
             canvas.rect(round(px) - 3, round(py) - 3, round(px) + 4, round(py) + 4, color)
+            if point.low < point.high:  # the spread over seeds
+                (_, top), (_, bottom) = at(point.speedup, point.high), at(point.speedup, point.low)
+                canvas.rect(round(px), round(top), round(px) + 1, round(bottom) + 1, color)
+                for y in (top, bottom):
+                    canvas.rect(round(px) - 4, round(y), round(px) + 5, round(y) + 1, color)
     legend_x = LEFT + 10
     for name, color in SERIES.items():
         canvas.rect(legend_x, 14, legend_x + 12, 24, color)
@@ -150,13 +191,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     rows = []
     for path in args.results:
         with open(path) as handle:
-            rows += json.load(handle)["rows"]
+            results = json.load(handle)
+        seed = results.get("args", {}).get("seed")  # rows inherit their run's seed
+        rows += [{"seed": seed, **row} for row in results["rows"]]
     metric = args.metric or ("f1" if any("f1" in row for row in rows) else "accuracy")
     series = series_of(rows, metric)
     with open(args.out, "wb") as handle:
         handle.write(frontier_png(series, metric))
     for name, values in series.items():
-        print(f"{name:7s} " + ", ".join(f"{x:.2f}x: {y:.2f}" for x, y in values))
+        print(f"{name:7s} " + ", ".join(describe(point) for point in values))
     print(f"wrote {args.out} ({metric} vs CPU speedup)")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,14 +25,54 @@ ROWS = [
 def plot():
     spec = importlib.util.spec_from_file_location("plot_frontier", SCRIPT)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
     spec.loader.exec_module(module)
     return module
 
 
 def test_rows_become_series(plot):
     series = plot.series_of(ROWS, "f1")
-    assert series == {"dense": [(1.0, 64.0)], "OTO": [(1.4, 62.5), (1.9, 61.0)], "OTO+KD": [(1.9, 63.0)]}
-    assert plot.series_of(ROWS, "accuracy")["OTO+KD"] == [(1.4, 90.0)]
+    as_pairs = {name: [(p.speedup, p.score) for p in points] for name, points in series.items()}
+    assert as_pairs == {"dense": [(1.0, 64.0)], "OTO": [(1.4, 62.5), (1.9, 61.0)], "OTO+KD": [(1.9, 63.0)]}
+    assert [p.vs_dense for p in series["OTO"]] == [-1.5, -3.0]  # rows without a seed pair with the seedless dense
+    assert [(p.speedup, p.score) for p in plot.series_of(ROWS, "accuracy")["OTO+KD"]] == [(1.4, 90.0)]
+
+
+SEEDED = [
+    {"run": "dense", "target": None, "f1": 66.0, "speedup": 1.0, "seed": 42},
+    {"run": "dense", "target": None, "f1": 66.0, "speedup": 1.0, "seed": 42},  # a KD file repeating its teacher
+    {"run": "dense", "target": None, "f1": 64.0, "speedup": 1.0, "seed": 1},
+    {"run": "oto_0.5", "target": 0.5, "f1": 63.0, "speedup": 1.8, "seed": 42},
+    {"run": "oto_0.5", "target": 0.5, "f1": 62.0, "speedup": 2.0, "seed": 1},
+    {"run": "oto_0.5", "target": 0.5, "f1": 58.0, "speedup": 1.9, "seed": 2},  # no dense at seed 2: not paired
+]
+
+
+def test_seeds_of_one_target_become_mean_and_range(plot, tmp_path, capsys):
+    series = plot.series_of(SEEDED, "f1")
+    assert series["dense"] == [plot.Point(1.0, 65.0, 64.0, 66.0, 2, None)]
+    (oto,) = series["OTO"]
+    assert (oto.speedup, oto.score, oto.low, oto.high, oto.seeds) == pytest.approx((1.9, 61.0, 58.0, 63.0, 3))
+    assert oto.vs_dense == pytest.approx(-2.5)  # (63 - 66 + 62 - 64) / 2
+    assert plot.describe(oto) == "1.90x: 61.00 (seeds 3, 58.00..63.00) [-2.50 vs dense]"
+
+    # seeds come from each results file's args; the bar spans the range at the point's x
+    for seed in (42, 1, 2):
+        rows = [{k: v for k, v in row.items() if k != "seed"} for row in SEEDED if row["seed"] == seed]
+        (tmp_path / f"{seed}.json").write_text(json.dumps({"args": {"seed": seed}, "rows": rows}))
+    out = tmp_path / "seeds.png"
+    plot.main([str(tmp_path / f"{seed}.json") for seed in (42, 1, 2)] + ["--out", str(out)])
+    assert "OTO     1.90x: 61.00 (seeds 3, 58.00..63.00) [-2.50 vs dense]" in capsys.readouterr().out
+    image = _decode_png(out.read_bytes())
+    x_high = 1.9 * 1.05 + 0.05
+    x = round(plot.LEFT + (1.9 - 1.0) / (x_high - 1.0) * (plot.WIDTH - plot.LEFT - plot.RIGHT))
+    blue = [y for y in range(plot.HEIGHT) if image[y][x] == plot.SERIES["OTO"]]
+    y_low, y_high = 58.0 - 0.8, 66.0 + 0.8  # the metric's range padded by 10%
+
+    def row_of(score: float) -> int:
+        return round(plot.TOP + (y_high - score) / (y_high - y_low) * (plot.HEIGHT - plot.TOP - plot.BOTTOM))
+
+    assert min(blue) <= row_of(63.0) and max(blue) >= row_of(58.0)  # the mean's square alone spans 7 rows
 
 
 def test_png_draws_each_series_where_it_belongs(plot, tmp_path, capsys):
@@ -49,7 +90,7 @@ def test_png_draws_each_series_where_it_belongs(plot, tmp_path, capsys):
     # at the last target's x (1.9x), KD's marker (63.0) lies above plain OTO's (61.0): smaller row index
     series = plot.series_of(ROWS, "f1")
     points = [p for values in series.values() for p in values]
-    x_high = max(p[0] for p in points) * 1.05 + 0.05
+    x_high = max(p.speedup for p in points) * 1.05 + 0.05
     x = round(plot.LEFT + (1.9 - 1.0) / (x_high - 1.0) * (plot.WIDTH - plot.LEFT - plot.RIGHT))
     kd, oto = rows_with(plot.SERIES["OTO+KD"], x), rows_with(plot.SERIES["OTO"], x)
     assert kd and oto and max(kd) < min(oto)
