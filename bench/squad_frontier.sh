@@ -6,19 +6,30 @@
 #
 # One run takes 1.5-2 h on one thread, so the set spans several sessions. It resumes: a run whose results.json
 # exists is skipped, and a run cut short starts again from scratch. A KD run waits for its seed's dense teacher
-# (RUNS_DIR/dense<seed>/dense). Each stream lists its runs in priority order. KD uses the quality benches' default
-# alpha 0.5, T 2, chosen on SST-2's tuning split (bench/README.md); they were not tuned on SQuAD.
-# Then: python bench/plot_frontier.py RUNS_DIR/*42/results.json --out bench/frontier_squad.png
-# DRY=1 prints the commands instead of running them. Env: SQUAD_DATA (default ../shared/data/squad_v1.1).
+# (RUNS_DIR/dense<seed>/dense) and is skipped if that run failed. Each stream lists its runs in priority order.
+# Stream ALL starts every run at once (KD runs still wait for their teacher): for a GPU, with the full protocol
+# given in SQUAD_PROTOCOL (bench/gpu_suite.sh does this). KD uses the quality benches' default alpha 0.5, T 2, chosen
+# on SST-2's tuning split (bench/README.md); they were not tuned on SQuAD.
+# Then: python bench/plot_frontier.py RUNS_DIR/*/results.json --out bench/frontier_squad.png
+# DRY=1 prints the commands instead of running them. Env: SQUAD_DATA (default ../shared/data/squad_v1.1),
+# SQUAD_PROTOCOL (replaces the protocol's arguments), SQUAD_MODEL (a model folder), PYTHON (default python),
+# SQUAD_RESULTS_TO (a folder that gets NAME.json, a copy of each results.json, as soon as the run ends).
+# SIGTERM (e.g. from `timeout`) or Ctrl-C stops every run this script started.
 set -u
-RUNS=$(realpath -m "${1:?usage: squad_frontier.sh RUNS_DIR A|B}")
-STREAM=${2:?usage: squad_frontier.sh RUNS_DIR A|B}
+RUNS=$(realpath -m "${1:?usage: squad_frontier.sh RUNS_DIR A|B|ALL}")
+STREAM=${2:?usage: squad_frontier.sh RUNS_DIR A|B|ALL}
 DATA=$(realpath -m "${SQUAD_DATA:-$(dirname "$0")/../../shared/data/squad_v1.1}")
+MODEL=${SQUAD_MODEL:+$(realpath -m "$SQUAD_MODEL")}
 cd "$(dirname "$0")" || exit 1
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 HF_HUB_OFFLINE=1 PYTHONPATH="$PWD/..${PYTHONPATH:+:$PYTHONPATH}"
-PROTOCOL=(--data_dir "$DATA" --steps 600 --batch 16 --max_seq_length 256 --lr 2e-4 --latency_threads 1)
+read -r -a PYTHON <<< "${PYTHON:-python}"
+read -r -a PROTOCOL <<< "${SQUAD_PROTOCOL:---steps 600 --batch 16 --max_seq_length 256 --lr 2e-4 --latency_threads 1}"
+PROTOCOL+=(--data_dir "$DATA" ${MODEL:+--model "$MODEL"})
+STARTED=$(mktemp) && trap 'rm -f "$STARTED"' EXIT  # failure markers older than this are from earlier attempts
+# every run is a background job (`wait` lets the trap fire at once); on TERM stop them and their python processes
+trap 'for job in $(jobs -p); do pkill -TERM -P "$job"; kill -TERM "$job" 2>/dev/null; done; exit 143' TERM INT
 
-# run NAME SEED KIND [TARGET]: KIND is dense, oto or kd
+# run NAME SEED KIND [TARGET]: KIND is dense, oto or kd. A failed run leaves RUNS_DIR/NAME.failed.
 run() {
   local name=$1 seed=$2 kind=$3 target=${4:-}
   local args=("${PROTOCOL[@]}" --seed "$seed" --output_dir "$RUNS/$name")
@@ -28,20 +39,30 @@ run() {
     kd) args+=(--sparsities "$target" --distill --teacher_dir "$RUNS/dense$seed/dense") ;;
   esac
   if [ -f "$RUNS/$name/results.json" ]; then echo "skip $name (done)"; return; fi
-  if [ -n "${DRY:-}" ]; then echo python quality_squad.py "${args[@]}"; return; fi
+  if [ -n "${DRY:-}" ]; then echo "${PYTHON[@]}" quality_squad.py "${args[@]}"; return; fi
+  mkdir -p "$RUNS" && rm -f "$RUNS/$name.failed"
   if [ "$kind" = kd ]; then
-    until [ -f "$RUNS/dense$seed/results.json" ]; do sleep 30; done
+    until [ -f "$RUNS/dense$seed/results.json" ]; do
+      if [ "$RUNS/dense$seed.failed" -nt "$STARTED" ]; then echo "skip $name (teacher dense$seed failed)"; return; fi
+      sleep 10
+    done
   fi
   echo "start $name $(date -u +%FT%TZ)"
-  mkdir -p "$RUNS"
-  python quality_squad.py "${args[@]}" > "$RUNS/$name.log" 2>&1 || echo "FAILED $name (see $RUNS/$name.log)"
-  echo "end $name $(date -u +%FT%TZ)"
+  if "${PYTHON[@]}" quality_squad.py "${args[@]}" > "$RUNS/$name.log" 2>&1; then
+    echo "end $name $(date -u +%FT%TZ)"
+    if [ -n "${SQUAD_RESULTS_TO:-}" ]; then mkdir -p "$SQUAD_RESULTS_TO" && cp "$RUNS/$name/results.json" "$SQUAD_RESULTS_TO/$name.json"; fi
+  else
+    touch "$RUNS/$name.failed"; echo "FAILED $name $(date -u +%FT%TZ) (see $RUNS/$name.log)"
+  fi
 }
 
-if [ "$STREAM" = A ]; then
-  run dense42 42 dense; run kd05_42 42 kd 0.5; run oto03_42 42 oto 0.3; run dense1 1 dense; run kd05_1 1 kd 0.5
-  run oto05_2 2 oto 0.5; run oto05_42 42 oto 0.5
-else
-  run oto07_42 42 oto 0.7; run kd07_42 42 kd 0.7; run kd03_42 42 kd 0.3; run oto05_1 1 oto 0.5; run dense2 2 dense
-  run kd05_2 2 kd 0.5
-fi
+STREAM_A=("dense42 42 dense" "kd05_42 42 kd 0.5" "oto03_42 42 oto 0.3" "dense1 1 dense" "kd05_1 1 kd 0.5"
+  "oto05_2 2 oto 0.5" "oto05_42 42 oto 0.5")
+STREAM_B=("oto07_42 42 oto 0.7" "kd07_42 42 kd 0.7" "kd03_42 42 kd 0.3" "oto05_1 1 oto 0.5" "dense2 2 dense"
+  "kd05_2 2 kd 0.5")
+case $STREAM in
+  A) for spec in "${STREAM_A[@]}"; do run $spec & wait $!; done ;;
+  B) for spec in "${STREAM_B[@]}"; do run $spec & wait $!; done ;;
+  ALL) for spec in "${STREAM_A[@]}" "${STREAM_B[@]}"; do run $spec & done; wait ;;
+  *) echo "unknown stream '$STREAM': use A, B or ALL" >&2; exit 2 ;;
+esac
