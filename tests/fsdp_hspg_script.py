@@ -128,6 +128,7 @@ def main(family: str, out_dir: str) -> None:
                     "report_exactly_zero": report["exactly_zero_groups"],
                     "gathered": {k: v.detach().clone() for k, v in gathered.state_dict().items()},
                     "gathered_class": type(gathered).__name__,
+                    "gathered_buffers": {k: v.clone() for k, v in gathered.named_buffers()},
                 },
                 os.path.join(out_dir, f"{family}.pt"),
             )
