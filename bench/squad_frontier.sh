@@ -13,7 +13,8 @@
 # Then: python bench/plot_frontier.py RUNS_DIR/*/results.json --out bench/frontier_squad.png
 # DRY=1 prints the commands instead of running them. Env: SQUAD_DATA (default ../shared/data/squad_v1.1),
 # SQUAD_PROTOCOL (replaces the protocol's arguments), SQUAD_MODEL (a model folder), PYTHON (default python),
-# SQUAD_RESULTS_TO (a folder that gets NAME.json, a copy of each results.json, as soon as the run ends).
+# SQUAD_RESULTS_TO (a folder that gets NAME.json, a copy of each results.json, as soon as the run ends, or at
+# once for a run done earlier).
 # SIGTERM (e.g. from `timeout`) or Ctrl-C stops every run this script started.
 set -u
 RUNS=$(realpath -m "${1:?usage: squad_frontier.sh RUNS_DIR A|B|ALL}")
@@ -29,6 +30,11 @@ STARTED=$(mktemp) && trap 'rm -f "$STARTED"' EXIT  # failure markers older than 
 # every run is a background job (`wait` lets the trap fire at once); on TERM stop them and their python processes
 trap 'for job in $(jobs -p); do pkill -TERM -P "$job"; kill -TERM "$job" 2>/dev/null; done; exit 143' TERM INT
 
+# copy_result NAME: RUNS_DIR/NAME/results.json to SQUAD_RESULTS_TO/NAME.json, where that is set
+copy_result() {
+  if [ -n "${SQUAD_RESULTS_TO:-}" ]; then mkdir -p "$SQUAD_RESULTS_TO" && cp "$RUNS/$1/results.json" "$SQUAD_RESULTS_TO/$1.json"; fi
+}
+
 # run NAME SEED KIND [TARGET]: KIND is dense, oto or kd. A failed run leaves RUNS_DIR/NAME.failed.
 run() {
   local name=$1 seed=$2 kind=$3 target=${4:-}
@@ -38,7 +44,7 @@ run() {
     oto) args+=(--sparsities "$target" --skip_dense) ;;
     kd) args+=(--sparsities "$target" --distill --teacher_dir "$RUNS/dense$seed/dense") ;;
   esac
-  if [ -f "$RUNS/$name/results.json" ]; then echo "skip $name (done)"; return; fi
+  if [ -f "$RUNS/$name/results.json" ]; then echo "skip $name (done)"; copy_result "$name"; return; fi
   if [ -n "${DRY:-}" ]; then echo "${PYTHON[@]}" quality_squad.py "${args[@]}"; return; fi
   mkdir -p "$RUNS" && rm -f "$RUNS/$name.failed"
   if [ "$kind" = kd ]; then
@@ -49,8 +55,7 @@ run() {
   fi
   echo "start $name $(date -u +%FT%TZ)"
   if "${PYTHON[@]}" quality_squad.py "${args[@]}" > "$RUNS/$name.log" 2>&1; then
-    echo "end $name $(date -u +%FT%TZ)"
-    if [ -n "${SQUAD_RESULTS_TO:-}" ]; then mkdir -p "$SQUAD_RESULTS_TO" && cp "$RUNS/$name/results.json" "$SQUAD_RESULTS_TO/$name.json"; fi
+    echo "end $name $(date -u +%FT%TZ)" && copy_result "$name"
   else
     touch "$RUNS/$name.failed"; echo "FAILED $name $(date -u +%FT%TZ) (see $RUNS/$name.log)"
   fi
