@@ -7,6 +7,7 @@ Every run uses the same model, seed, data order and step budget; only the traine
 the dense model trained first in the same run, or the one an earlier run saved (``--teacher_dir
 <output_dir>/dense``, whose ``teacher_cost.json`` gives its training time). Every KD row reports the teacher's
 training cost (``teacher_train_s``); its own ``train_s`` includes the teacher's forward passes.
+``--distill_hidden_weight β`` adds hidden-state distillation (student layer i to teacher layer i).
 """
 
 from __future__ import annotations
@@ -55,6 +56,12 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, steps: int, batch: 
     parser.add_argument("--distill", action="store_true", help="OTO + knowledge distillation from the dense model")
     parser.add_argument("--distill_alpha", type=float, default=0.5, help="weight of the distillation loss")
     parser.add_argument("--distill_temperature", type=float, default=2.0)
+    parser.add_argument(
+        "--distill_hidden_weight",
+        type=float,
+        default=0.0,
+        help="weight of the hidden-state MSE against the teacher, layer i to layer i (0: off)",
+    )
     parser.add_argument(
         "--teacher_dir", default=None, help="with --distill: the dense model an earlier run saved (<output_dir>/dense)"
     )
@@ -109,6 +116,7 @@ def training_arguments(
         oto_projection_deadline=args.oto_projection_deadline,
         oto_distill_alpha=args.distill_alpha if distill else None,
         oto_distill_temperature=args.distill_temperature if distill else None,
+        oto_distill_hidden_weight=args.distill_hidden_weight if distill else None,
     )
 
 
@@ -183,6 +191,7 @@ def run_all(
         row: dict[str, Any] = {"run": name, "target": sparsity, "kd": kd, "train_s": round(train_s, 1)}
         if kd:
             row.update(distill_alpha=args.distill_alpha, distill_temperature=args.distill_temperature)
+            row.update(distill_hidden_weight=args.distill_hidden_weight)
             row.update(teacher=args.teacher_dir or "dense run above", teacher_train_s=teacher_train_s)
         row.update({k: round(v, 4) for k, v in evaluate_fn(trainer.model).items()})
         if sparsity is None:
