@@ -95,16 +95,21 @@ class Point:
 
 
 def series_of(rows: Sequence[dict[str, Any]], metric: str) -> dict[str, list[Point]]:
-    """Points per series, "dense", "OTO" and "OTO+KD", one per target sorted by speedup. Runs of the same target and
-    seed count once (each KD results file repeats its teacher's dense row); rows without the metric are skipped."""
+    """Points per series, "dense", "OTO" and "OTO+KD", one per target sorted by speedup. A run repeated with the same
+    score counts once (each KD results file repeats its teacher's dense row); two runs of one series, target and seed
+    that score differently (e.g. two KD settings) are an error. Rows without the metric are skipped."""
     runs: dict[tuple[str, Any], dict[Any, tuple[float, float]]] = {}
     for row in rows:
         if row.get(metric) is None or row.get("speedup") is None:
             continue
         name = "dense" if row.get("target") is None else "OTO+KD" if row.get("kd") else "OTO"
-        runs.setdefault((name, row.get("target")), {}).setdefault(
-            row.get("seed"), (float(row["speedup"]), float(row[metric]))
-        )
+        by_seed = runs.setdefault((name, row.get("target")), {})
+        point = (float(row["speedup"]), float(row[metric]))
+        if by_seed.setdefault(row.get("seed"), point)[1] != point[1]:
+            raise ValueError(
+                f"two {name} runs at target {row.get('target')} and seed {row.get('seed')} score "
+                f"{by_seed[row.get('seed')][1]} and {point[1]}: plot one setting per series and target at a time"
+            )
     dense = runs.get(("dense", None), {})
     series: dict[str, list[Point]] = {name: [] for name in SERIES}
     for (name, _), by_seed in runs.items():

@@ -97,6 +97,12 @@ def test_png_draws_each_series_where_it_belongs(plot, tmp_path, capsys):
     assert rows_with(plot.SERIES["dense"], x)  # the dense level spans the plot
 
 
+def test_two_settings_of_one_target_and_seed_are_an_error(plot):
+    other_setting = {**SEEDED[3], "f1": 64.5}  # e.g. the same target and seed with other KD settings
+    with pytest.raises(ValueError, match="two OTO runs at target 0.5 and seed 42 score 63.0 and 64.5"):
+        plot.series_of([*SEEDED, other_setting], "f1")
+
+
 def test_no_usable_rows_is_an_error(plot):
     with pytest.raises(ValueError, match="no run has both 'f1' and a speedup"):
         plot.frontier_png(plot.series_of(ROWS[4:], "f1"), "f1")
