@@ -8,9 +8,9 @@
 # exists is skipped, and a run cut short starts again from scratch. A KD run waits for its seed's dense teacher
 # (RUNS_DIR/dense<seed>/dense) and is skipped if that run failed. Each stream lists its runs in priority order.
 # Stream ALL starts every run at once (KD runs still wait for their teacher): for a GPU, with the full protocol
-# given in SQUAD_PROTOCOL (bench/gpu_suite.sh does this). Streams TUNE_A and TUNE_B choose the KD settings at 0.7 on
-# the tuning split (`--tune_holdout 0.1`), as the issue asks, before any further validation run. KD uses the quality benches' default alpha 0.5, T 2, chosen
-# on SST-2's tuning split (bench/README.md); they were not tuned on SQuAD.
+# given in SQUAD_PROTOCOL (bench/gpu_suite.sh does this). Streams TUNE_A and TUNE_B compare KD settings at 0.7 on
+# the tuning split (`--tune_holdout 0.1`; validation.json unread). Streams A, B and ALL use the quality benches'
+# default alpha 0.5, T 2, chosen on SST-2's tuning split (bench/README.md); they were not tuned on SQuAD.
 # Then: python bench/plot_frontier.py RUNS_DIR/*/results.json --out bench/frontier_squad.png
 # DRY=1 prints the commands instead of running them. Env: SQUAD_DATA (default ../shared/data/squad_v1.1),
 # SQUAD_PROTOCOL (replaces the protocol's arguments), SQUAD_MODEL (a model folder), PYTHON (default python),
