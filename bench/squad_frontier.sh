@@ -75,11 +75,13 @@ TUNE=(--tune_holdout 0.1)
 STREAM_TUNE_A=("tune_dense1 1 dense - ${TUNE[*]}" "tune_kd07_1 1 kd 0.7 ${TUNE[*]}"
   "tune_kd07h_1 1 kd 0.7 ${TUNE[*]} --distill_hidden_weight 1")
 STREAM_TUNE_B=("tune_oto07_1 1 oto 0.7 ${TUNE[*]}" "tune_kd07a_1 1 kd 0.7 ${TUNE[*]} --distill_alpha 0.9 --distill_temperature 4")
+# in_order SPEC...: one run after another (each a background job, so that the TERM trap fires at once)
+in_order() { for spec in "$@"; do run $spec & wait $!; done; }
 case $STREAM in
-  A) for spec in "${STREAM_A[@]}"; do run $spec & wait $!; done ;;
-  B) for spec in "${STREAM_B[@]}"; do run $spec & wait $!; done ;;
-  TUNE_A) for spec in "${STREAM_TUNE_A[@]}"; do run $spec & wait $!; done ;;
-  TUNE_B) for spec in "${STREAM_TUNE_B[@]}"; do run $spec & wait $!; done ;;
+  A) in_order "${STREAM_A[@]}" ;;
+  B) in_order "${STREAM_B[@]}" ;;
+  TUNE_A) in_order "${STREAM_TUNE_A[@]}" ;;
+  TUNE_B) in_order "${STREAM_TUNE_B[@]}" ;;
   ALL) for spec in "${STREAM_A[@]}" "${STREAM_B[@]}"; do run $spec & done; wait ;;
   *) echo "unknown stream '$STREAM': use A, B, TUNE_A, TUNE_B or ALL" >&2; exit 2 ;;
 esac
