@@ -16,14 +16,17 @@
 # SQUAD_PROTOCOL (replaces the protocol's arguments), SQUAD_MODEL (a model folder), PYTHON (default python),
 # SQUAD_RESULTS_TO (a folder that gets NAME.json, a copy of each results.json, as soon as the run ends, or at
 # once for a run done earlier).
+# SQUAD_THREADS (training threads per run, default 1; latency is always timed on 1 thread).
+# Instead of a stream, run names may be given (`squad_frontier.sh RUNS_DIR dense2 kd05_2`): those runs, in order.
 # SIGTERM (e.g. from `timeout`) or Ctrl-C stops every run this script started.
 set -u
-RUNS=$(realpath -m "${1:?usage: squad_frontier.sh RUNS_DIR A|B|TUNE_A|TUNE_B|ALL}")
-STREAM=${2:?usage: squad_frontier.sh RUNS_DIR A|B|TUNE_A|TUNE_B|ALL}
+USAGE="usage: squad_frontier.sh RUNS_DIR A|B|TUNE_A|TUNE_B|ALL|RUN_NAME..."
+RUNS=$(realpath -m "${1:?$USAGE}")
+STREAM=${2:?$USAGE}
 DATA=$(realpath -m "${SQUAD_DATA:-$(dirname "$0")/../../shared/data/squad_v1.1}")
 MODEL=${SQUAD_MODEL:+$(realpath -m "$SQUAD_MODEL")}
 cd "$(dirname "$0")" || exit 1
-export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 HF_HUB_OFFLINE=1 PYTHONPATH="$PWD/..${PYTHONPATH:+:$PYTHONPATH}"
+export OMP_NUM_THREADS=${SQUAD_THREADS:-1} MKL_NUM_THREADS=${SQUAD_THREADS:-1} HF_HUB_OFFLINE=1 PYTHONPATH="$PWD/..${PYTHONPATH:+:$PYTHONPATH}"
 read -r -a PYTHON <<< "${PYTHON:-python}"
 read -r -a PROTOCOL <<< "${SQUAD_PROTOCOL:---steps 600 --batch 16 --max_seq_length 256 --lr 2e-4 --latency_threads 1}"
 PROTOCOL+=(--data_dir "$DATA" ${MODEL:+--model "$MODEL"})
@@ -83,5 +86,15 @@ case $STREAM in
   TUNE_A) in_order "${STREAM_TUNE_A[@]}" ;;
   TUNE_B) in_order "${STREAM_TUNE_B[@]}" ;;
   ALL) for spec in "${STREAM_A[@]}" "${STREAM_B[@]}"; do run $spec & done; wait ;;
-  *) echo "unknown stream '$STREAM': use A, B, TUNE_A, TUNE_B or ALL" >&2; exit 2 ;;
+  *)  # run names: look each up among every stream's specs, then run them in the order given
+    named=()
+    for name in "${@:2}"; do
+      found=""
+      for spec in "${STREAM_A[@]}" "${STREAM_B[@]}" "${STREAM_TUNE_A[@]}" "${STREAM_TUNE_B[@]}"; do
+        if [ "${spec%% *}" = "$name" ]; then found=$spec; fi
+      done
+      if [ -z "$found" ]; then echo "unknown stream or run '$name': use A, B, TUNE_A, TUNE_B, ALL or run names" >&2; exit 2; fi
+      named+=("$found")
+    done
+    in_order "${named[@]}" ;;
 esac
