@@ -41,7 +41,7 @@ copy_result() {
 
 # run NAME SEED KIND TARGET [ARGS...]: KIND is dense, oto or kd; TARGET is - for dense; ARGS go to quality_squad.py.
 # A KD run's teacher is the dense run named like it up to "kd", then dense<SEED> (kd05_1: dense1; tune_kd07_1:
-# tune_dense1). A failed run leaves RUNS_DIR/NAME.failed.
+# tune_dense1). A failed run (an error, or no results.json) leaves RUNS_DIR/NAME.failed.
 run() {
   local name=$1 seed=$2 kind=$3 target=$4 teacher=${1%%kd*}dense$2
   shift 4
@@ -61,7 +61,7 @@ run() {
     done
   fi
   echo "start $name $(date -u +%FT%TZ)"
-  if "${PYTHON[@]}" quality_squad.py "${args[@]}" > "$RUNS/$name.log" 2>&1; then
+  if "${PYTHON[@]}" quality_squad.py "${args[@]}" > "$RUNS/$name.log" 2>&1 && [ -f "$RUNS/$name/results.json" ]; then
     echo "end $name $(date -u +%FT%TZ)" && copy_result "$name"
   else
     touch "$RUNS/$name.failed"; echo "FAILED $name $(date -u +%FT%TZ) (see $RUNS/$name.log)"
