@@ -20,6 +20,8 @@ while [ $# -gt 0 ]; do
   case $1 in --output_dir) out=$2 ;; --seed) seed=$2 ;; esac
   shift
 done
+# a failure marker must be newer than the script's start stamp: file times are as coarse as a kernel tick
+case $seed in "${FAIL_SEED:-}" | "${EMPTY_SEED:-}") sleep 0.1 ;; esac
 [ "$seed" = "${FAIL_SEED:-}" ] && exit 1
 [ "$seed" = "${EMPTY_SEED:-}" ] && exit 0
 mkdir -p "$out" && echo '{"rows": []}' > "$out/results.json"
