@@ -93,7 +93,7 @@ case $STREAM in
     for name in "${@:2}"; do
       found=""
       for spec in "${STREAM_A[@]}" "${STREAM_B[@]}" "${STREAM_TUNE_A[@]}" "${STREAM_TUNE_B[@]}"; do
-        if [ "${spec%% *}" = "$name" ]; then found=$spec; fi
+        if [ "${spec%% *}" = "$name" ]; then found=$spec; break; fi
       done
       if [ -z "$found" ]; then echo "unknown stream or run '$name': use A, B, TUNE_A, TUNE_B, ALL or run names" >&2; exit 2; fi
       named+=("$found")
