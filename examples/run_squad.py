@@ -246,6 +246,7 @@ def main(argv: list[str] | None = None) -> dict:
     if metrics and trainer.is_world_process_zero():
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
+    trainer.accelerator.end_training()  # destroys the process group: gloo may abort at exit otherwise (pytorch#190489)
     return metrics
 
 

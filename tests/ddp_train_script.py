@@ -234,6 +234,8 @@ def main() -> None:
         },
         os.path.join(cli.dump_dir, f"rank{rank}.pt"),
     )
+    # without it gloo's worker threads can outlive the interpreter and abort the exit (pytorch#190489)
+    trainer.accelerator.end_training()
 
 
 if __name__ == "__main__":
