@@ -9,7 +9,8 @@
 # (RUNS_DIR/dense<seed>/dense) and is skipped if that run failed. Each stream lists its runs in priority order.
 # Stream ALL starts every run at once (KD runs still wait for their teacher): for a GPU, with the full protocol
 # given in SQUAD_PROTOCOL (bench/gpu_suite.sh does this). Streams TUNE_A and TUNE_B compare KD settings at 0.7 on
-# the tuning split (`--tune_holdout 0.1`; validation.json unread). Streams A, B and ALL use the quality benches'
+# the tuning split (`--tune_holdout 0.1`; validation.json unread), stream TUNE05 at 0.5 (its teacher: run
+# tune_dense1 first, or beside it). Streams A, B and ALL use the quality benches'
 # default alpha 0.5, T 2, chosen on SST-2's tuning split (bench/README.md); they were not tuned on SQuAD.
 # Then: python bench/plot_frontier.py RUNS_DIR/*/results.json --out bench/frontier_squad.png
 # DRY=1 prints the commands instead of running them. Env: SQUAD_DATA (default ../shared/data/squad_v1.1),
@@ -20,7 +21,7 @@
 # Instead of a stream, run names may be given (`squad_frontier.sh RUNS_DIR dense2 kd05_2`): those runs, in order.
 # SIGTERM (e.g. from `timeout`) or Ctrl-C stops every run this script started.
 set -u
-USAGE="usage: squad_frontier.sh RUNS_DIR A|B|TUNE_A|TUNE_B|ALL|RUN_NAME..."
+USAGE="usage: squad_frontier.sh RUNS_DIR A|B|TUNE_A|TUNE_B|TUNE05|ALL|RUN_NAME..."
 RUNS=$(realpath -m "${1:?$USAGE}")
 STREAM=${2:?$USAGE}
 DATA=$(realpath -m "${SQUAD_DATA:-$(dirname "$0")/../../shared/data/squad_v1.1}")
@@ -80,6 +81,11 @@ STREAM_TUNE_A=("tune_dense1 1 dense - ${TUNE[*]}" "tune_kd07_1 1 kd 0.7 ${TUNE[*
   "tune_kd07h_1 1 kd 0.7 ${TUNE[*]} --distill_hidden_weight 1")
 STREAM_TUNE_B=("tune_oto07_1 1 oto 0.7 ${TUNE[*]}" "tune_kd07a_1 1 kd 0.7 ${TUNE[*]} --distill_alpha 0.9 --distill_temperature 4"
   "tune_kd07e_1 1 kd 0.7 ${TUNE[*]} --oto_projection_deadline 0.6")
+# The same comparison at 0.5, where the target is nearer (issue 16's 0.5 miss was 0.51 F1): the defaults against
+# stronger distillation in one bundle (alpha 0.9 as in nn_pruning, plus hidden-state MSE as in CoFi), both after
+# tune_dense1. Plain OTO 0.5 on this split at lr 2e-4 and seed 1 is in bench/README's first table.
+STREAM_TUNE05=("tune_kd05_1 1 kd 0.5 ${TUNE[*]}"
+  "tune_kd05s_1 1 kd 0.5 ${TUNE[*]} --distill_alpha 0.9 --distill_hidden_weight 1")
 # in_order SPEC...: one run after another (each a background job, so that the TERM trap fires at once)
 in_order() { for spec in "$@"; do run $spec & wait $!; done; }
 case $STREAM in
@@ -87,15 +93,16 @@ case $STREAM in
   B) in_order "${STREAM_B[@]}" ;;
   TUNE_A) in_order "${STREAM_TUNE_A[@]}" ;;
   TUNE_B) in_order "${STREAM_TUNE_B[@]}" ;;
+  TUNE05) in_order "${STREAM_TUNE05[@]}" ;;
   ALL) for spec in "${STREAM_A[@]}" "${STREAM_B[@]}"; do run $spec & done; wait ;;
   *)  # run names: look each up among every stream's specs, then run them in the order given
     named=()
     for name in "${@:2}"; do
       found=""
-      for spec in "${STREAM_A[@]}" "${STREAM_B[@]}" "${STREAM_TUNE_A[@]}" "${STREAM_TUNE_B[@]}"; do
+      for spec in "${STREAM_A[@]}" "${STREAM_B[@]}" "${STREAM_TUNE_A[@]}" "${STREAM_TUNE_B[@]}" "${STREAM_TUNE05[@]}"; do
         if [ "${spec%% *}" = "$name" ]; then found=$spec; break; fi
       done
-      if [ -z "$found" ]; then echo "unknown stream or run '$name': use A, B, TUNE_A, TUNE_B, ALL or run names" >&2; exit 2; fi
+      if [ -z "$found" ]; then echo "unknown stream or run '$name': use A, B, TUNE_A, TUNE_B, TUNE05, ALL or run names" >&2; exit 2; fi
       named+=("$found")
     done
     in_order "${named[@]}" ;;

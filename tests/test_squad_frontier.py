@@ -75,6 +75,6 @@ def test_an_unknown_run_name_stops_before_anything_runs(tmp_path):
     result = frontier(tmp_path, "dense2", "dense7")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "unknown stream or run 'dense7': use A, B, TUNE_A, TUNE_B, ALL or run names"
+        "unknown stream or run 'dense7': use A, B, TUNE_A, TUNE_B, TUNE05, ALL or run names"
     ]
     assert calls(tmp_path) == [] and not (tmp_path / "runs").exists()
