@@ -11,7 +11,7 @@
 # given in SQUAD_PROTOCOL (bench/gpu_suite.sh does this). Streams TUNE_A and TUNE_B compare KD settings at 0.7 on
 # the tuning split (`--tune_holdout 0.1`; validation.json unread), stream TUNE05 at 0.5 (its teacher: run
 # tune_dense1 first, or beside it). Streams A, B and ALL use the quality benches'
-# default alpha 0.5, T 2, chosen on SST-2's tuning split (bench/README.md); they were not tuned on SQuAD.
+# default alpha 0.5, T 2, chosen on SST-2's tuning split; on SQuAD's, TUNE05 found no better one (bench/README.md).
 # Then: python bench/plot_frontier.py RUNS_DIR/*/results.json --out bench/frontier_squad.png
 # DRY=1 prints the commands instead of running them. Env: SQUAD_DATA (default ../shared/data/squad_v1.1),
 # SQUAD_PROTOCOL (replaces the protocol's arguments), SQUAD_MODEL (a model folder), PYTHON (default python),
