@@ -288,6 +288,7 @@ class OTOTrainer(Trainer):
         _check_process_group(args)
         super().__init__(model, args, *a, **kw)
         check_sharding_enabled(self)  # FSDP2 only, and never silently unsharded
+        self._warn_if_fp16_is_ignored()
         self.oto_groups: GroupSet | None = None
         self.slim_report: SlimReport | None = None
         self.slim_model: PreTrainedModel | None = None
@@ -306,6 +307,16 @@ class OTOTrainer(Trainer):
             self.add_callback(self.distiller)
 
     # ------------------------------------------------------------------ validation
+
+    def _warn_if_fp16_is_ignored(self) -> None:
+        """accelerate turns fp16 autocast and its GradScaler on only off-CPU: on CPU, fp16=True trains in float32
+        without a word from transformers. Say so once instead of ignoring the setting silently."""
+        if self.args.fp16 and not self.accelerator.native_amp and not self.is_deepspeed_enabled:
+            logger.warning(
+                "fp16=True has no effect on %s: accelerate enables fp16 mixed precision only on a GPU or other "
+                "accelerator, so this run trains in float32. Use bf16=True for mixed precision on CPU.",
+                self.accelerator.device.type,
+            )
 
     def _check_model_and_data(self) -> None:
         model = self.accelerator.unwrap_model(self.model)

@@ -5,7 +5,7 @@
   `oto/distill_loss` / `oto/task_loss` equal an independent computation on the whole batch;
 - the teacher is never saved, optimized or trained (eval mode, no grad); `oto_teacher` loads it from a folder;
 - gradient accumulation gives the large-batch result, also for token-normalized (causal LM) losses;
-- bf16 autocast reaches the teacher; without a teacher the run is bit-identical to the Trainer's compute_loss;
+- bf16 autocast reaches the teacher, and fp16 does through accelerate's GradScaler path; without a teacher the run is bit-identical to the Trainer's compute_loss;
 - every bad input fails with a one-line message that names the problem and the fix.
 
 Tiny models from configs, dropout off, a few steps each.
@@ -14,6 +14,7 @@ Tiny models from configs, dropout off, a few steps each.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import os
 import re
@@ -314,18 +315,55 @@ def test_gradient_accumulation_matches_the_large_batch(tmp_path, one_thread, kin
         assert abs(token_mean - mean_of_means) > 1e-3 * token_mean
 
 
+def _record_logit_dtypes(dtypes: dict[str, set], **models: torch.nn.Module) -> None:
+    """Record, per named model, the dtypes its last Linear (the task head) produces."""
+    for name, model in models.items():
+        head = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+        head.register_forward_hook(lambda m, i, o, name=name: dtypes.setdefault(name, set()).add(o.dtype) and None)
+
+
 def test_bf16_autocast_reaches_the_teacher(tmp_path, one_thread):
     """bf16=True on CPU: the teacher's layers run in bfloat16 like the student's, and the losses stay finite."""
-    dtypes = {}
+    dtypes: dict[str, set] = {}
     teacher = make_model(seed=1)
     student = make_model()
-    for name, model in (("teacher", teacher), ("student", student)):
-        model.classifier.register_forward_hook(lambda m, i, o, name=name: dtypes.update({name: o.dtype}) and None)
+    _record_logit_dtypes(dtypes, teacher=teacher, student=student)
     args = make_args(tmp_path, max_steps=3, logging_steps=1, bf16=True)
     trainer = OTOTrainer(model=student, args=args, train_dataset=make_dataset(), teacher_model=teacher)
     trainer.train()
-    assert dtypes == {"teacher": torch.bfloat16, "student": torch.bfloat16}
+    assert dtypes == {"teacher": {torch.bfloat16}, "student": {torch.bfloat16}}
     assert all(math.isfinite(v) for v in _logged(trainer, "oto/distill_loss")) and _logged(trainer, "oto/distill_loss")
+
+
+@pytest.mark.parametrize("kind", sorted(HEADS))
+def test_fp16_with_a_teacher_through_accelerates_grad_scaler_path(tmp_path, one_thread, caplog, kind):
+    """fp16=True with a teacher, through accelerate's own fp16 path: fp16 autocast on the student's forward and on
+    the teacher's, and a GradScaler that skips overflowing steps. accelerate takes that path only off-CPU (on CPU
+    it leaves native_amp False and trains in fp32, and OTOTrainer warns, as checked here), so the test switches on the two
+    attributes accelerate sets for fp16 on a GPU, `native_amp` and `scaler` (torch's CPU GradScaler), before
+    training starts: CPU fp16 kernels stand in for CUDA's. Both models compute in float16; the first logged losses
+    (initial weights, one whole-set batch) equal the fp32 ones within fp16 precision; the huge initial scale makes
+    the scaler skip steps, and HSPG still reaches its exact target on the Trainer's clock."""
+    data = head_data(kind)
+    student, teacher = head_model(kind), head_model(kind, seed=1)
+    task, kd = expected_losses(student, teacher, data, kind, temperature=2.0)
+    dtypes: dict[str, set] = {}
+    _record_logit_dtypes(dtypes, teacher=teacher, student=student)
+    args = make_args(tmp_path, max_steps=8, logging_steps=1, fp16=True, oto_target_group_sparsity=0.3)
+    with caplog.at_level(logging.WARNING, logger="hf_oto.trainer"):
+        trainer = OTOTrainer(model=student, args=args, train_dataset=data, teacher_model=teacher)
+    assert trainer.accelerator.mixed_precision == "fp16" and not trainer.accelerator.native_amp  # CPU: no fp16
+    assert [r.getMessage() for r in caplog.records if "fp16=True has no effect on cpu" in r.getMessage()]
+    trainer.accelerator.native_amp = True
+    trainer.accelerator.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**24)
+    trainer.train()
+    assert dtypes == {"teacher": {torch.float16}, "student": {torch.float16}}
+    assert _logged(trainer, "oto/task_loss")[0] == pytest.approx(task, rel=1e-3)
+    assert _logged(trainer, "oto/distill_loss")[0] == pytest.approx(kd, rel=1e-2)
+    assert all(math.isfinite(v) for key in ("loss", "oto/distill_loss") for v in _logged(trainer, key))
+    report = trainer.hspg.sparsity_report()
+    assert report["skipped_steps"] >= 1 and report["step"] == 8
+    assert report["zero_groups"] == report["target_zero_groups"] > 0
 
 
 @pytest.mark.parametrize("kind", ["seq", "clm"])
