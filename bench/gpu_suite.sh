@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The GPU checks of this project in one call (device time is scarce): kernel launches per optimizer step,
+# The GPU checks of this project in one call (device time is scarce): fp16 distillation through accelerate's
+# GradScaler path (the cuda cases of tests/test_distillation.py's fp16 test), kernel launches per optimizer step,
 # OTOTrainer under FSDP2 (world size 1: train, checkpoint, slim save, fresh-process reload), the training-step /
 # optimizer-step overhead benchmark, then the SQuAD quality benchmark in bf16. Expects, under .device/ (git-ignored):
-# whl/ (transformers 5.24, datasets, evaluate, dill, multiprocess wheels for the GPU machine's Python),
+# whl/ (transformers 5.24, datasets, evaluate, dill, multiprocess, pytest, pluggy, iniconfig wheels for the GPU
+# machine's Python),
 # model/ (all-MiniLM-L6-v2 weights stored in fp16 to fit the transfer limit; loaded as fp32) and data/
 # (gzipped SQuAD v1.1 split). Output logs go to $OUT.
 #
@@ -27,6 +29,7 @@ if [ "${GPU_SUITE:-checks}" = frontier ]; then
   python3 bench/plot_frontier.py "$OUT"/frontier/*.json --out "$OUT/frontier_squad.png" 2>&1 | tee -a "$OUT/frontier.log"
   exit 0
 fi
+timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_distillation.py -k "fp16 and cuda" -rs 2>&1 | tail -n 20 | tee "$OUT/fp16_teacher.log"
 timeout 60 python3 bench/optimizer_launches.py --device cuda 2>&1 | grep -v "Warning" | tee "$OUT/optimizer_launches.log"
 timeout 120 python3 -m torch.distributed.run --standalone --nproc_per_node 1 tests/ddp_train_script.py --no_use_cpu \
   --fsdp2 --keep_accelerate_gate --save_steps 8 --learning_rate 1e-3 --output_dir /tmp/fsdp2 --dump_dir /tmp/fsdp2_dump \

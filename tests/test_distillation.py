@@ -335,27 +335,39 @@ def test_bf16_autocast_reaches_the_teacher(tmp_path, one_thread):
     assert all(math.isfinite(v) for v in _logged(trainer, "oto/distill_loss")) and _logged(trainer, "oto/distill_loss")
 
 
+GPU = pytest.param(
+    "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU: bench/gpu_suite.sh")
+)
+
+
+@pytest.mark.parametrize("device", ["cpu", GPU])
 @pytest.mark.parametrize("kind", sorted(HEADS))
-def test_fp16_with_a_teacher_through_accelerates_grad_scaler_path(tmp_path, one_thread, caplog, kind):
+def test_fp16_with_a_teacher_through_accelerates_grad_scaler_path(tmp_path, one_thread, caplog, kind, device):
     """fp16=True with a teacher, through accelerate's own fp16 path: fp16 autocast on the student's forward and on
-    the teacher's, and a GradScaler that skips overflowing steps. accelerate takes that path only off-CPU (on CPU
-    it leaves native_amp False and trains in fp32, and OTOTrainer warns, as checked here), so the test switches on the two
-    attributes accelerate sets for fp16 on a GPU, `native_amp` and `scaler` (torch's CPU GradScaler), before
-    training starts: CPU fp16 kernels stand in for CUDA's. Both models compute in float16; the first logged losses
-    (initial weights, one whole-set batch) equal the fp32 ones within fp16 precision; the huge initial scale makes
-    the scaler skip steps, and HSPG still reaches its exact target on the Trainer's clock."""
+    the teacher's, and a GradScaler that skips overflowing steps. accelerate takes that path only off-CPU: on CPU
+    it leaves native_amp False and trains in fp32 (OTOTrainer warns, checked here), so there the test switches on
+    what accelerate sets for fp16 on a GPU, `native_amp`, before training starts, and CPU fp16 kernels stand in
+    for CUDA's; on a GPU (bench/gpu_suite.sh) accelerate does it itself. A scaler with a huge initial scale
+    replaces accelerate's so that the first steps overflow. Both models compute in float16; the first logged
+    losses (initial weights, one whole-set batch) equal the fp32 ones within fp16 precision; the scaler skips
+    steps, and HSPG still reaches its exact target on the Trainer's clock."""
     data = head_data(kind)
     student, teacher = head_model(kind), head_model(kind, seed=1)
     task, kd = expected_losses(student, teacher, data, kind, temperature=2.0)
     dtypes: dict[str, set] = {}
     _record_logit_dtypes(dtypes, teacher=teacher, student=student)
-    args = make_args(tmp_path, max_steps=8, logging_steps=1, fp16=True, oto_target_group_sparsity=0.3)
+    args = make_args(
+        tmp_path, max_steps=8, logging_steps=1, fp16=True, oto_target_group_sparsity=0.3, use_cpu=device == "cpu"
+    )
     with caplog.at_level(logging.WARNING, logger="hf_oto.trainer"):
         trainer = OTOTrainer(model=student, args=args, train_dataset=data, teacher_model=teacher)
-    assert trainer.accelerator.mixed_precision == "fp16" and not trainer.accelerator.native_amp  # CPU: no fp16
-    assert [r.getMessage() for r in caplog.records if "fp16=True has no effect on cpu" in r.getMessage()]
-    trainer.accelerator.native_amp = True
-    trainer.accelerator.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**24)
+    accelerator = trainer.accelerator
+    warned = any("fp16=True has no effect on cpu" in record.getMessage() for record in caplog.records)
+    on_gpu = device != "cpu"
+    # on CPU accelerate leaves its fp16 path off, and OTOTrainer says so
+    assert accelerator.mixed_precision == "fp16" and accelerator.native_amp == on_gpu and warned != on_gpu
+    accelerator.native_amp = True
+    accelerator.scaler = torch.amp.GradScaler(device, init_scale=2.0**24)
     trainer.train()
     assert dtypes == {"teacher": {torch.float16}, "student": {torch.float16}}
     assert _logged(trainer, "oto/task_loss")[0] == pytest.approx(task, rel=1e-3)
