@@ -71,8 +71,11 @@ run() {
 
 STREAM_A=("dense42 42 dense -" "kd05_42 42 kd 0.5" "oto03_42 42 oto 0.3" "dense1 1 dense -" "kd05_1 1 kd 0.5"
   "oto05_2 2 oto 0.5" "oto05_42 42 oto 0.5")
+# Stream B ends with the tuning split's longer recovery (TUNE05: projection deadline 0.4) on the evaluation split,
+# seed 1: plain OTO, then OTO+KD (after dense1).
 STREAM_B=("oto07_42 42 oto 0.7" "kd07_42 42 kd 0.7" "kd03_42 42 kd 0.3" "oto05_1 1 oto 0.5" "dense2 2 dense -"
-  "kd05_2 2 kd 0.5")
+  "kd05_2 2 kd 0.5" "oto05e4_1 1 oto 0.5 --oto_projection_deadline 0.4"
+  "kd05e4_1 1 kd 0.5 --oto_projection_deadline 0.4")
 # Choosing KD settings at 0.7 on the tuning split (the last 10% of train.json's articles; validation.json unread):
 # the defaults, hidden-state distillation, SST-2's runner-up alpha / T, and an earlier projection deadline (0.6:
 # 240 steps to recover instead of 120), against plain OTO.
