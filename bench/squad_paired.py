@@ -19,7 +19,7 @@ import torch
 from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
 import hf_oto  # noqa: F401  (registers the slim model classes with the Auto classes)
-from hf_oto.metrics.squad_v1 import f1_score, max_over_ground_truths
+from hf_oto.metrics.squad_v1 import question_scores
 from hf_oto.qa import evaluate_squad, load_squad_json, split_by_article
 
 
@@ -28,9 +28,8 @@ def per_question_f1(model_dir: str, examples, max_seq_length: int, doc_stride: i
     model = AutoModelForQuestionAnswering.from_pretrained(model_dir, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     _, predictions = evaluate_squad(model, tokenizer, examples, max_seq_length=max_seq_length, doc_stride=doc_stride)
-    return np.array(
-        [100.0 * max_over_ground_truths(f1_score, predictions[e["id"]], e["answers"]["text"]) for e in examples]
-    )
+    scores = question_scores(predictions, {e["id"]: e["answers"]["text"] for e in examples})
+    return np.array([100.0 * scores[e["id"]][1] for e in examples])
 
 
 def paired_bootstrap(base: np.ndarray, other: np.ndarray, resamples: int, seed: int) -> tuple[float, float, float]:

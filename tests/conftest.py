@@ -1,5 +1,6 @@
 """Shared fixtures: tiny models of every supported family, built from configs (no downloads)."""
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -137,6 +138,17 @@ def run_fresh(code: str, *, hf_oto_importable: bool) -> subprocess.CompletedProc
         cwd="/",
         timeout=300,
     )
+
+
+def load_script(path: str | os.PathLike):
+    """Import a script that is not in a package (an example, a bench or helper script) as a module of its stem's
+    name; registered in sys.modules, where dataclasses look their module up."""
+    name = os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture

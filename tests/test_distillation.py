@@ -5,7 +5,8 @@
   `oto/distill_loss` / `oto/task_loss` equal an independent computation on the whole batch;
 - the teacher is never saved, optimized or trained (eval mode, no grad); `oto_teacher` loads it from a folder;
 - gradient accumulation gives the large-batch result, also for token-normalized (causal LM) losses;
-- bf16 autocast reaches the teacher, and fp16 does through accelerate's GradScaler path; without a teacher the run is bit-identical to the Trainer's compute_loss;
+- bf16 autocast reaches the teacher, and fp16 does through accelerate's GradScaler path; without a teacher the
+  run is bit-identical to the Trainer's compute_loss;
 - every bad input fails with a one-line message that names the problem and the fix.
 
 Tiny models from configs, dropout off, a few steps each.

@@ -23,7 +23,6 @@ Each job takes 10-20 s on 2 CPU cores; the jobs are shared between tests through
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import socket
 import subprocess
@@ -33,6 +32,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_script
 
 from hf_oto import OTOTrainingArguments
 
@@ -45,10 +45,7 @@ SGD = ("--variant", "sgd", "--learning_rate", "0.1")
 
 
 def _script_module():
-    spec = importlib.util.spec_from_file_location("ddp_train_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 def _free_port() -> int:

@@ -5,7 +5,6 @@ Each run trains with OTOTrainer to a target group sparsity, saves the slim model
 its metrics must equal the dense model's exactly.
 """
 
-import importlib.util
 import json
 import os
 import random
@@ -17,6 +16,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest
 import transformers
+from conftest import load_script
 
 from hf_oto.synthetic_qa import build_wordpiece_tokenizer, generate_squad, squad_texts, write_squad_splits
 
@@ -113,11 +113,7 @@ def test_run_glue_end_to_end_on_sst2_style_tsv(assets):
 
 
 def _load_example(name: str):
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(EXAMPLES / f"{name}.py")
 
 
 def test_run_glue_column_guessing_for_pairs_and_singles():

@@ -3,12 +3,11 @@ drawn in its colour at the expected place."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 from test_model_card import _decode_png
 
 SCRIPT = Path(__file__).resolve().parent.parent / "bench" / "plot_frontier.py"
@@ -23,11 +22,7 @@ ROWS = [
 
 @pytest.fixture(scope="module")
 def plot():
-    spec = importlib.util.spec_from_file_location("plot_frontier", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 def test_rows_become_series(plot):

@@ -3,7 +3,6 @@ standard error and interval behave as they must (zero for a constant shift, ≈ 
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import sys
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import transformers
-from conftest import tiny_model
+from conftest import load_script, tiny_model
 
 from hf_oto.qa import evaluate_squad, load_squad_json
 from hf_oto.synthetic_qa import write_squad_splits
@@ -21,10 +20,7 @@ SCRIPT = Path(__file__).resolve().parent.parent / "bench" / "squad_paired.py"
 
 @pytest.fixture(scope="module")
 def paired():
-    spec = importlib.util.spec_from_file_location("squad_paired", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 def test_bootstrap_of_a_constant_shift_has_no_spread(paired):

@@ -88,17 +88,28 @@ def max_over_ground_truths(metric_fn, prediction: str, ground_truths: list) -> f
     return max(metric_fn(prediction, truth) for truth in ground_truths)
 
 
+def question_scores(predictions: dict, references: dict) -> dict[str, tuple[float, float]]:
+    """Per question answered, {id: (EM, F1)} in [0, 1] of `predictions` ({id: text}) against `references`
+    ({id: [answer texts]}), each the best over the reference answers."""
+    return {
+        question_id: (
+            max_over_ground_truths(exact_match_score, predictions[question_id], ground_truths),
+            max_over_ground_truths(f1_score, predictions[question_id], ground_truths),
+        )
+        for question_id, ground_truths in references.items()
+        if question_id in predictions
+    }
+
+
 def squad_v1_scores(predictions: dict, references: dict) -> dict:
-    """EM and F1 (percent) of `predictions` ({id: text}) against `references` ({id: [answer texts]})."""
-    exact_match = f1 = 0.0
-    for question_id, ground_truths in references.items():
-        if question_id not in predictions:
-            continue
-        prediction = predictions[question_id]
-        exact_match += max_over_ground_truths(exact_match_score, prediction, ground_truths)
-        f1 += max_over_ground_truths(f1_score, prediction, ground_truths)
+    """EM and F1 (percent) of `predictions` ({id: text}) against `references` ({id: [answer texts]}); an
+    unanswered question counts as 0."""
+    scores = question_scores(predictions, references).values()
     total = max(len(references), 1)
-    return {"exact_match": 100.0 * exact_match / total, "f1": 100.0 * f1 / total}
+    return {
+        "exact_match": 100.0 * sum(em for em, _ in scores) / total,
+        "f1": 100.0 * sum(f1 for _, f1 in scores) / total,
+    }
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
